@@ -1,0 +1,95 @@
+"""The glue between Invoke tasks and the library: load, run, report, exit code.
+
+Tasks stay thin: they parse their own arguments, build steps, and hand them to
+`run_steps`. Everything heavy is imported here, at call time, never at
+`invoke --list` time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import EXIT_USAGE, IndostarError, UsageError
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .inventory import Environment
+    from .results import RunResult
+    from .step import Step
+
+__all__ = ["fail", "open_environment", "run_steps"]
+
+
+def open_environment(env_name: str | None) -> Environment:
+    from .inventory import list_environments, load_environment
+
+    name = env_name or os.environ.get("INDOSTAR_ENV")
+    if not name:
+        raise UsageError("no environment given",
+                         hint=f"pass --env NAME or set INDOSTAR_ENV (known: {', '.join(list_environments())})")
+    env = load_environment(name)
+    if env.tier == "sandbox":
+        from .sandbox import prepare
+
+        prepare(env)
+    return env
+
+
+def run_steps(
+    task: str,
+    *,
+    env: str | None,
+    check: bool = False,
+    json: bool = False,
+    yes: bool = False,
+    build: Callable[[Environment], Sequence[Step[Any]]],
+    monitoring: bool = False,
+    keep_going: bool = False,
+) -> RunResult:
+    """Run the steps `build` returns for the environment; exit with the run's code.
+
+    Exit codes: 0 success, 1 a step failed, 2 usage/inventory/confirmation error;
+    monitoring tasks exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN.
+    """
+    from invoke.exceptions import Exit
+
+    ctx: Context | None = None
+    try:
+        from .context import Context
+        from .report import ConsoleReporter, print_json, print_summary
+        from .runner import Runner
+
+        environment = open_environment(env)
+        steps = build(environment)
+        ctx = Context(environment, check=check, assume_yes=yes)
+        reporter = None if json else ConsoleReporter(check=check)
+        result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(steps, task=task)
+    except IndostarError as exc:
+        fail(exc, json=json)
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if json:
+        print_json(result.as_dict())
+    else:
+        print_summary(result)
+    code = result.exit_code(monitoring=monitoring)
+    if code:
+        raise Exit(code=code)
+    return result
+
+
+def fail(exc: IndostarError, *, json: bool) -> None:
+    """Report an error that stopped the run before (or instead of) any step, and exit."""
+    from invoke.exceptions import Exit
+
+    code = getattr(exc, "exit_code", EXIT_USAGE)
+    if json:
+        from .report import print_json
+
+        print_json({"error": exc.message, "hint": exc.hint, "exit_code": code})
+    sys.stderr.write(f"error: {exc}\n")
+    raise Exit(code=code)

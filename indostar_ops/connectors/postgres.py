@@ -1,0 +1,90 @@
+"""PostgreSQL through psycopg 3: every session named, time-limited and autocommit.
+
+Autocommit because VACUUM and REINDEX CONCURRENTLY refuse to run inside a
+transaction block; statement_timeout and lock_timeout so no maintenance query
+can hang a window or queue behind a lock for long.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConnectionFailed
+
+if TYPE_CHECKING:
+    from ..inventory import DatabaseSettings
+
+__all__ = ["PostgresConnector"]
+
+APPLICATION_NAME = "indostar-ops"
+
+
+class PostgresConnector:
+    def __init__(self, settings: DatabaseSettings, *, admin: bool = False) -> None:
+        self.settings = settings
+        self.admin = admin
+        self._conn: Any = None
+        self._lock = threading.RLock()
+
+    @property
+    def where(self) -> str:
+        s = self.settings
+        return f"postgresql://{self.user}@{s.host}:{s.port}/{s.name}"
+
+    @property
+    def user(self) -> str:
+        return (self.settings.admin_user if self.admin else None) or self.settings.user
+
+    def connection(self) -> Any:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> Any:
+        import psycopg
+
+        s = self.settings
+        secret = s.admin_password if self.admin and s.admin_password else s.password
+        kwargs: dict[str, Any] = {
+            "host": s.host,
+            "port": s.port,
+            "dbname": s.name,
+            "user": self.user,
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": s.connect_timeout,
+            "options": f"-c statement_timeout={s.statement_timeout} -c lock_timeout={s.lock_timeout}",
+            "autocommit": True,
+        }
+        if secret is not None:
+            kwargs["password"] = secret.get()
+        if s.sslmode:
+            kwargs["sslmode"] = s.sslmode
+        try:
+            return psycopg.connect(**kwargs)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConnectionFailed(
+                f"{self.where}: cannot connect: {first}",
+                hint="check database.host/port/name/user in the inventory and that the server accepts us",
+            ) from None
+
+    def fetch(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
+        from psycopg.rows import dict_row
+
+        with self._lock, self.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def execute(self, query: Any, params: Any = None) -> str:
+        """Run a statement; returns its status text (e.g. 'VACUUM')."""
+        with self._lock, self.connection().cursor() as cur:
+            cur.execute(query, params)
+            return str(cur.statusmessage or "")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,212 @@
+"""Runs steps in order; a host step fans out over its hosts in parallel.
+
+Each step runs in two phases over all its targets: check + plan everywhere,
+then (after a confirmation on production tiers) apply + verify where the plan
+has changes. One target's failure never stops the others' current step; it
+stops the steps after it unless `keep_going`. Check mode stops after phase one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .context import Context
+from .errors import ConfirmationRequired, IndostarError, TransientError
+from .journal import Journal, journal_dir, new_run_id
+from .results import RunResult, TargetResult
+from .step import Plan, Step
+
+__all__ = ["Runner"]
+
+T = TypeVar("T")
+Reporter = Callable[[TargetResult], None]
+
+
+class Runner:
+    """`Runner(ctx).run([StepA(), StepB()], task="name")` -> RunResult (never raises for step failures)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        parallelism: int | None = None,
+        reporter: Reporter | None = None,
+        keep_going: bool = False,
+        attempts: int = 3,
+    ) -> None:
+        self.ctx = ctx
+        self.parallelism = parallelism or ctx.env.parallelism
+        self.reporter = reporter
+        self.keep_going = keep_going
+        self.attempts = attempts
+
+    def run(self, steps: Sequence[Step[Any]], *, task: str = "adhoc") -> RunResult:
+        ctx = self.ctx
+        env = ctx.env
+        mutating = [s.name for s in steps if not s.read_only]
+        if env.is_production and mutating and not ctx.check and not ctx.assume_yes and not ctx.interactive:
+            raise ConfirmationRequired(
+                f"environment {env.name!r} is production-tier and {task} may change it "
+                f"({', '.join(mutating)}); refusing without confirmation",
+                hint=f"preview with --check, then re-run with --yes: invoke {task} --env {env.name} --yes",
+            )
+        run_id = new_run_id(env.name)
+        journal = Journal(journal_dir(env), run_id, env.redactor)
+        ctx.journal = journal
+        result = RunResult(run_id=run_id, env=env.name, task=task, check=ctx.check, journal=str(journal.path))
+        journal.event("run.start", env=env.name, tier=env.tier, task=task, user=ctx.user, check=ctx.check,
+                      steps=[s.name for s in steps])
+        started = time.monotonic()
+        failed_before = False
+        try:
+            for step in steps:
+                if failed_before and not self.keep_going:
+                    self._skip_all(step, "not run: an earlier step failed", result)
+                    continue
+                step_results = self._run_step(step, task)
+                result.results.extend(step_results)
+                failed_before = failed_before or any(r.status == "failed" for r in step_results)
+        finally:
+            result.duration = time.monotonic() - started
+            journal.event("run.end", status="failed" if result.failed else ("changed" if result.changed else "ok"),
+                          counts=result.counts, duration=round(result.duration, 3))
+            journal.close()
+        return result
+
+    # -- one step ------------------------------------------------------------
+
+    def _run_step(self, step: Step[Any], task: str) -> list[TargetResult]:
+        ctx = self.ctx
+        try:
+            targets = list(step.targets(ctx))
+        except IndostarError as exc:
+            return [self._emit(TargetResult(step.name, ctx.env.name, "failed",
+                                            error=ctx.env.redactor.text(str(exc))))]
+        assert ctx.journal is not None
+        ctx.journal.event("step.start", step=step.name, targets=[str(t) for t in targets])
+
+        planned = self._map(lambda t: self._check(step, t), targets)
+        outcome = [p for p in planned if isinstance(p, TargetResult)]
+        to_apply = [p for p in planned if not isinstance(p, TargetResult)]
+
+        if to_apply and ctx.env.is_production and not ctx.assume_yes and not self._confirm(step, to_apply):
+            for target, tctx, plan, took in to_apply:
+                skipped = self._result(step, target, "skipped", plan, tctx, took)
+                skipped.reason = "declined at the confirmation prompt"
+                outcome.append(self._emit(skipped))
+            to_apply = []
+
+        outcome.extend(self._map(lambda item: self._emit(self._apply(step, *item)), to_apply))
+        order = {str(t): i for i, t in enumerate(targets)}
+        return sorted(outcome, key=lambda r: order.get(r.target, len(order)))
+
+    def _check(self, step: Step[Any], target: Any) -> TargetResult | tuple[Any, Context, Plan, float]:
+        """Phase one on one target: a final result (no-op, check mode, failure) or a plan to apply."""
+        tctx = self.ctx.scoped(step.name, str(target))
+        started = time.monotonic()
+        try:
+            plan = step.plan(self._retry(lambda: step.check(tctx, target)))
+        except Exception as exc:
+            return self._emit(self._failure(step, target, tctx, exc, started))
+        took = time.monotonic() - started
+        if plan.noop or self.ctx.check:
+            status = "changed" if plan.changes else "ok"
+            return self._emit(self._result(step, target, status, plan, tctx, took))
+        return target, tctx, plan, took
+
+    def _apply(self, step: Step[Any], target: Any, tctx: Context, plan: Plan, took: float) -> TargetResult:
+        started = time.monotonic() - took
+        try:
+            step.apply(tctx, target, plan)
+            step.verify(tctx, target, plan)
+        except Exception as exc:
+            return self._failure(step, target, tctx, exc, started, plan)
+        return self._result(step, target, "changed", plan, tctx, time.monotonic() - started)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Reads are safe to repeat: retry transient failures (timeouts, dropped links) with backoff."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=0.3, max=3),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+        ):
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable")
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _result(self, step: Step[Any], target: Any, status: Any, plan: Plan, tctx: Context,
+                took: float) -> TargetResult:
+        redact = self.ctx.env.redactor
+        return TargetResult(
+            step=step.name,
+            target=str(target),
+            status=status,
+            changes=[type(c)(**redact.data(c.__dict__)) for c in plan.changes],
+            reason=redact.text(plan.reason) if plan.reason else None,
+            actions=tctx.actions,
+            duration=took,
+            severity=plan.severity,
+            data=redact.data(plan.data),
+        )
+
+    def _failure(self, step: Step[Any], target: Any, tctx: Context, exc: BaseException, started: float,
+                 plan: Plan | None = None) -> TargetResult:
+        message = str(exc) if isinstance(exc, IndostarError) else f"{type(exc).__name__}: {exc}"
+        return TargetResult(
+            step=step.name,
+            target=str(target),
+            status="failed",
+            changes=list(plan.changes) if plan else [],
+            error=self.ctx.env.redactor.text(message),
+            actions=tctx.actions,
+            duration=time.monotonic() - started,
+        )
+
+    def _skip_all(self, step: Step[Any], reason: str, result: RunResult) -> None:
+        try:
+            targets = [str(t) for t in step.targets(self.ctx)]
+        except IndostarError:
+            targets = [self.ctx.env.name]
+        for target in targets:
+            result.results.append(self._emit(TargetResult(step.name, target, "skipped", reason=reason)))
+
+    def _emit(self, result: TargetResult) -> TargetResult:
+        if self.ctx.journal is not None:
+            self.ctx.journal.event("target.result", **{k: v for k, v in result.as_dict().items()
+                                                       if k != "actions"})
+        if self.reporter is not None:
+            self.reporter(result)
+        return result
+
+    def _confirm(self, step: Step[Any], to_apply: list[Any]) -> bool:
+        lines = [f"{step.name} will change {len(to_apply)} target(s) in {self.ctx.env.name} (production):"]
+        for target, _tctx, plan, _took in to_apply:
+            lines += [f"  {target}: {c.summary}" for c in plan.changes]
+        prompt = self.ctx.env.redactor.text("\n".join(lines))
+        ask = self.ctx.confirm or _ask
+        approved = ask(prompt)
+        if self.ctx.journal is not None:
+            self.ctx.journal.event("confirmation", step=step.name, user=self.ctx.user, approved=approved)
+        return approved
+
+
+def _ask(prompt: str) -> bool:
+    import sys
+
+    sys.stderr.write(prompt + "\nProceed? [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}

@@ -1,0 +1,88 @@
+"""The embedded `sandbox` environment: simulated hosts are directories, AWS is a local moto server.
+
+`prepare` provisions the simulated machines (like racking a server, it is not a
+step and runs in check mode too); everything after that goes through the same
+steps and connectors as production.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+from .inventory import sandbox_root
+
+if TYPE_CHECKING:
+    from .inventory import Environment
+
+__all__ = ["ensure_moto", "prepare"]
+
+_DAY = 86400
+
+
+def prepare(env: Environment) -> Path:
+    """Create the sandbox hosts' directories and a few application logs, if missing."""
+    root = sandbox_root()
+    for host in env.hosts():
+        if host.connection != "local":
+            continue
+        s = host.settings
+        for directory in [*s.log_dirs, *s.tmp_dirs, *s.disk_paths, *s.disk_report_roots, s.backup_dir,
+                          os.path.dirname(s.logrotate_config)]:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        for log_dir in s.log_dirs:
+            _seed_logs(Path(log_dir))
+    return root
+
+
+def _seed_logs(log_dir: Path) -> None:
+    active = log_dir / "app.log"
+    if active.exists():
+        return
+    active.write_text("INFO started\n")
+    now = time.time()
+    for age in (1, 3, 9, 12):
+        rotated = log_dir / f"app.log.{age}"
+        rotated.write_text(f"INFO rotated {age} days ago\n" * 50)
+        os.utime(rotated, (now - age * _DAY, now - age * _DAY))
+
+
+def ensure_moto(env: Environment) -> str:
+    """Start the sandbox's moto server in the background (once) and return its endpoint."""
+    port = env.sandbox.moto_port if env.sandbox else 14566
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "sandbox")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "sandbox")
+    if _listening(port):
+        return endpoint
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        raise UsageError("the sandbox's local AWS needs moto",
+                         hint="pip install 'indostar-ops[aws-local]'") from None
+    root = sandbox_root()
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "moto.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    (root / "moto.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _listening(port):
+            return endpoint
+        time.sleep(0.1)
+    raise UsageError(f"sandbox moto server did not start on {endpoint}", hint=f"see {root / 'moto.log'}")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.3)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,105 @@
+"""Runbook "Out of Disk Space", long-term fix: install log rotation for the application's logs.
+
+Render the policy from the inventory, validate it with `logrotate -d` on the
+host *before* it replaces anything, keep a backup of a replaced file, and do
+nothing at all when the installed file already matches.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..connectors.shell import sh
+from ..errors import StepError, StepValueError
+from ..step import Change, Plan, Step, unified_diff
+from ..templates import render_template
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..inventory import HostTarget
+
+__all__ = ["InstallLogrotate"]
+
+_MISSING = 3
+_READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
+# $1 new file (already uploaded), $2 destination, $3 backup path ('' for none)
+_INSTALL = r"""
+out=$(logrotate -d "$1" 2>&1); rc=$?
+if [ $rc -ne 0 ] || printf '%s\n' "$out" | grep -q '^error:'; then
+    rm -f -- "$1"; printf '%s\n' "$out" | grep -v '^warning: logrotate in debug mode' >&2; exit 65
+fi
+if [ -n "$3" ] && [ -e "$2" ]; then mkdir -p -- "$(dirname -- "$3")" && cp -p -- "$2" "$3" || { rm -f -- "$1"; exit 66; }; fi
+mv -f -- "$1" "$2"
+"""
+
+
+@dataclass(frozen=True)
+class RotationState:
+    host: HostTarget
+    current: str | None
+    desired: str
+
+
+class InstallLogrotate(Step[RotationState]):
+    """Install the logrotate policy for the application's logs (validated, backed up, only if different)."""
+
+    name = "logs.install-rotation"
+
+    def __init__(self, groups: Sequence[str] | None = ("web", "workers")) -> None:
+        self.groups = groups
+
+    def targets(self, ctx: Context) -> list[HostTarget]:
+        if self.groups is None:
+            return ctx.env.hosts()
+        present = [g for g in self.groups if g in ctx.env.groups]
+        return ctx.env.hosts(present) if present else []
+
+    def render(self, ctx: Context, host: HostTarget) -> str:
+        settings = host.settings
+        paths = [posixpath.join(d, p) for d in settings.log_dirs for p in settings.log_patterns]
+        for path in paths:
+            if any(ch in path for ch in '"\n\r'):
+                raise StepValueError(
+                    f"{host.name}: log path {path!r} contains a quote or newline, which logrotate cannot take",
+                    hint="fix log_dirs/log_patterns in the inventory",
+                )
+        return render_template("logrotate.j2", env=ctx.env.name, host=host.name, paths=paths,
+                               policy=settings.logrotate)
+
+    def check(self, ctx: Context, target: HostTarget) -> RotationState:
+        path = target.settings.logrotate_config
+        result = ctx.host(target).read(sh(_READ, path), ok=(0, _MISSING))
+        current = None if result.exit_code == _MISSING else result.stdout
+        return RotationState(target, current, self.render(ctx, target))
+
+    def plan(self, state: RotationState) -> Plan:
+        path = state.host.settings.logrotate_config
+        if state.current == state.desired:
+            return Plan.nothing(f"{path} is already up to date")
+        diff = unified_diff(state.current or "", state.desired, path)
+        summary = f"create {path}" if state.current is None else f"update {path}"
+        return Plan([Change(summary, before=state.current, after=state.desired, diff=diff)],
+                    data={"path": path})
+
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+        host = ctx.host(target)
+        settings = target.settings
+        dest = settings.logrotate_config
+        staged = dest + ".indostar-new~"  # '~' is on logrotate's taboo list: never read as a config
+        change = plan.changes[0]
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = (posixpath.join(settings.backup_dir, posixpath.basename(dest) + "." + stamp)
+                  if change.before is not None else "")
+        host.upload(change.after.encode(), staged, f"stage {staged}", mode=0o644)
+        result = host.change(sh(_INSTALL, staged, dest, backup), change.summary
+                             + (f" (backup {backup})" if backup else ""), ok=(0, 65, 66))
+        if result.exit_code == 65:
+            raise StepError(f"{target.name}: logrotate -d rejected the rendered config; {dest} left unchanged:\n"
+                            + result.stderr.strip(), hint="check the logrotate policy in the inventory")
+        if result.exit_code == 66:
+            raise StepError(f"{target.name}: could not back up {dest} to {backup}; nothing replaced",
+                            hint=f"check that {settings.backup_dir} is writable")

@@ -30,12 +30,7 @@ def open_environment(env_name: str | None) -> Environment:
     if not name:
         raise UsageError("no environment given",
                          hint=f"pass --env NAME or set INDOSTAR_ENV (known: {', '.join(list_environments())})")
-    env = load_environment(name)
-    if env.tier == "sandbox":
-        from .sandbox import prepare
-
-        prepare(env)
-    return env
+    return load_environment(name)
 
 
 def run_steps(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .connectors.shell import CommandResult, HostConnector, render, with_path_prefix
-from .errors import CheckModeViolation, CommandError, InventoryError
+from .errors import CheckModeViolation, CommandError, InventoryError, StepError
 
 if TYPE_CHECKING:
     from .inventory import Environment, HostTarget
@@ -42,6 +42,12 @@ class Context:
     confirm: Callable[[str], bool] | None = None
     _connectors: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.env.tier == "sandbox" and self.step is None:
+            from .sandbox import prepare
+
+            prepare(self.env)
 
     def scoped(self, step: str, target: str) -> Context:
         return replace(self, step=step, target=target, actions=[])
@@ -169,7 +175,11 @@ class HostSession:
     def upload(self, data: bytes, path: str, summary: str, *, mode: int | None = None) -> None:
         self.ctx._guard(f"upload {path}")
         started = time.monotonic()
-        self.connector.put(data, path, mode)
+        try:
+            self.connector.put(data, path, mode)
+        except OSError as exc:
+            raise StepError(f"{self.target.name}: cannot write {path}: {exc.strerror or exc}",
+                            hint="check that the directory exists and is writable for the SSH user") from None
         self.ctx.record("upload", summary, host=self.target.name, path=path, bytes=len(data),
                         duration=round(time.monotonic() - started, 3))
 

@@ -453,7 +453,7 @@ def load_environment(name: str, *, directory: Path | None = None) -> Environment
     try:
         env = Environment.model_validate(raw)
     except ValidationError as exc:
-        raise InventoryError(_format_errors(name, exc, lines), hint=f"fix {path} and run again") from None
+        raise InventoryError(_format_errors(name, exc, lines), hint="fix the lines named above and run again") from None
     for secret in env.secrets():
         secret.bind(env.redactor, None)
     return env
@@ -537,7 +537,7 @@ def _format_errors(env_name: str, exc: ValidationError, lines: LineMap) -> str:
         loc = tuple(p for p in loc if p not in {"kubernetes", "compose", "ecs"} or loc[:1] != ("platform",))
         key = ".".join(loc) or "(top level)"
         where = _nearest_line(loc, lines)
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             options = _fields_at(Environment, loc[:-1])
             close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)

@@ -32,7 +32,9 @@ out=$(logrotate -d "$1" 2>&1); rc=$?
 if [ $rc -ne 0 ] || printf '%s\n' "$out" | grep -q '^error:'; then
     rm -f -- "$1"; printf '%s\n' "$out" | grep -v '^warning: logrotate in debug mode' >&2; exit 65
 fi
-if [ -n "$3" ] && [ -e "$2" ]; then mkdir -p -- "$(dirname -- "$3")" && cp -p -- "$2" "$3" || { rm -f -- "$1"; exit 66; }; fi
+if [ -n "$3" ] && [ -e "$2" ]; then
+    mkdir -p -- "$(dirname -- "$3")" && cp -p -- "$2" "$3" || { rm -f -- "$1"; exit 66; }
+fi
 mv -f -- "$1" "$2"
 """
 

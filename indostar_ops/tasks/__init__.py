@@ -1,13 +1,18 @@
-"""Invoke namespaces, one module per runbook area. Task modules import only `invoke` at load time."""
+"""Invoke namespaces, one module per runbook area (`db`, `certs`, `logs`...), found automatically.
+
+Task modules import only `invoke` at load time, so `invoke --list` stays fast.
+"""
 
 from __future__ import annotations
 
-from invoke import Collection
+import importlib
+import pkgutil
 
-from . import disk, logs, runs
+from invoke import Collection
 
 __all__ = ["namespace"]
 
 namespace = Collection()
-for module in (logs, disk, runs):
-    namespace.add_collection(Collection.from_module(module))
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        namespace.add_collection(Collection.from_module(importlib.import_module(f"{__name__}.{_info.name}")))

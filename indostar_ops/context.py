@@ -96,6 +96,10 @@ class Context:
         from .connectors.postgres import PostgresConnector
 
         key = "postgres:admin" if admin else "postgres"
+        if self.env.sandbox is not None and key not in self._connectors:
+            from .sandbox import ensure_database
+
+            ensure_database(self.env)
         return DatabaseSession(self, self._cached(key, lambda: PostgresConnector(settings, admin=admin)))
 
     def redis(self) -> RedisSession:

@@ -10,7 +10,7 @@ import difflib
 import os
 import string
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
@@ -101,6 +101,50 @@ class LogrotatePolicy(Model):
     su: str | None = Field(None, description="'user group' for logrotate's su directive")
 
 
+class NginxSettings(Model):
+    """How to test/reload this host's nginx, and where its maintenance mode lives (nginx strategy)."""
+
+    command: list[str] = Field(default_factory=lambda: ["nginx"],
+                               description="argv prefix for `-t` / `-s reload`, e.g. [nginx, -c, CONF]")
+    reload_command: list[str] | None = Field(None, description="reload argv instead of `<command> -s reload`, "
+                                             "e.g. [systemctl, reload, nginx]")
+    maintenance_snippet: str = Field("/etc/nginx/snippets/indostar-maintenance.conf",
+                                     description="file every server block includes; written by maintenance.on")
+    maintenance_flag: str = Field("/var/lib/indostar-ops/maintenance.on",
+                                  description="maintenance is on while this file exists")
+    maintenance_page_dir: str = "/var/www/indostar-maintenance"
+    maintenance_exempt: list[str] = Field(default_factory=list,
+                                          description="exact URIs still proxied in maintenance (e.g. /health)")
+    probe_url: str | None = Field(None, description="URL reaching this host's nginx, to verify maintenance mode")
+    probe_host: str | None = Field(None, description="Host header sent with probe_url")
+
+
+class CertbotSettings(Model):
+    """certbot on this host: command prefix (may start with `env VAR=...`) and extra options."""
+
+    command: list[str] = Field(default_factory=lambda: ["certbot"])
+    options: list[str] = Field(default_factory=list, description="e.g. --config-dir, --server for a private ACME CA")
+    renew_before_days: float = Field(30, ge=0, description="certbot's renewal window (renew_before_expiry)")
+    timeout: float = Field(600, gt=0)
+
+
+class CertificateSettings(Model):
+    """One certificate served by this host's nginx and managed by certbot."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="certbot cert-name (lineage)")
+    path: str | None = Field(None, description="certificate file on the host; default "
+                             "<certbot --config-dir or /etc/letsencrypt>/live/<name>/fullchain.pem")
+    endpoint: str | None = Field(None, description="host:port serving it; default <host address>:443")
+    sni: str | None = Field(None, description="TLS server name; default the cert name")
+    ca_file: str | None = Field(None, description="local CA bundle to verify the served chain; default system")
+
+
+class DockerSettings(Model):
+    enabled: bool = True
+    command: list[str] = Field(default_factory=lambda: ["docker"])
+    data_root: str = Field("/var/lib/docker", description="filesystem whose use gates `docker.prune --if-over`")
+
+
 class HostSettings(Model):
     """Per-host variables; group `vars` apply to every host, host `vars` override per key."""
 
@@ -113,6 +157,10 @@ class HostSettings(Model):
     tmp_dirs: list[str] = Field(default_factory=lambda: ["/tmp/indostar"])
     backup_dir: str = Field("/var/backups/indostar-ops", description="where replaced files are kept")
     path_prefix: list[str] = Field(default_factory=list, description="prepended to PATH for commands")
+    nginx: NginxSettings = Field(default_factory=NginxSettings)
+    certbot: CertbotSettings = Field(default_factory=CertbotSettings)
+    certificates: list[CertificateSettings] = Field(default_factory=list)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
 
 
 class SSHSettings(Model):
@@ -454,9 +502,28 @@ def load_environment(name: str, *, directory: Path | None = None) -> Environment
         env = Environment.model_validate(raw)
     except ValidationError as exc:
         raise InventoryError(_format_errors(name, exc, lines), hint="fix the lines named above and run again") from None
+    resolver = _aws_secret_resolver(env.aws) if env.aws is not None else None
     for secret in env.secrets():
-        secret.bind(env.redactor, None)
+        secret.bind(env.redactor, resolver)
     return env
+
+
+def _aws_secret_resolver(settings: AwsSettings) -> Callable[[str, str], str]:
+    """`ssm:`/`secretsmanager:` references resolve through the environment's own AWS settings, on first use."""
+    connector: list[Any] = []
+
+    def resolve(scheme: str, key: str) -> str:
+        from .connectors.aws import AwsConnector
+
+        if not connector:
+            connector.append(AwsConnector(settings))
+        try:
+            return str(connector[0].resolve_secret(scheme, key))
+        except Exception as exc:
+            raise InventoryError(f"secret {scheme}:{key} could not be read from AWS ({settings.region}): {exc}",
+                                 hint="check the reference and the AWS credentials/profile") from None
+
+    return resolve
 
 
 LineMap = dict[tuple[str, ...], str]

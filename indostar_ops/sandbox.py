@@ -21,7 +21,7 @@ from .inventory import sandbox_root
 if TYPE_CHECKING:
     from .inventory import Environment
 
-__all__ = ["ensure_moto", "prepare"]
+__all__ = ["ensure_database", "ensure_moto", "prepare"]
 
 _DAY = 86400
 
@@ -51,6 +51,25 @@ def _seed_logs(log_dir: Path) -> None:
         rotated = log_dir / f"app.log.{age}"
         rotated.write_text(f"INFO rotated {age} days ago\n" * 50)
         os.utime(rotated, (now - age * _DAY, now - age * _DAY))
+
+
+def ensure_database(env: Environment) -> None:
+    """Create the sandbox's database on the local server the first time a step needs it."""
+    import psycopg
+    from psycopg import sql
+
+    db = env.database
+    if db is None:
+        return
+    try:
+        with psycopg.connect(host=db.host, port=db.port, dbname="postgres", user=db.user, autocommit=True,
+                             connect_timeout=db.connect_timeout) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
+    except psycopg.OperationalError as exc:
+        raise UsageError(f"sandbox PostgreSQL at {db.host}:{db.port} is not reachable: {exc}".strip(),
+                         hint="start it: pg_ctlcluster --skip-systemctl-redirect 15 main start") from None
 
 
 def ensure_moto(env: Environment) -> str:

@@ -111,6 +111,10 @@ class Step(Generic[S]):
                 + "; ".join(c.summary for c in again.changes),
             )
 
+    def undo(self) -> Step[Any] | None:
+        """The step that reverses this one (maintenance off for on), where one exists."""
+        return None
+
     def describe(self) -> str:
         return (self.__doc__ or self.name).strip().splitlines()[0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_USAGE, IndostarError, UsageError
@@ -20,7 +21,16 @@ if TYPE_CHECKING:
     from .results import RunResult
     from .step import Step
 
-__all__ = ["fail", "open_environment", "run_steps"]
+__all__ = ["Sections", "fail", "open_environment", "run_steps"]
+
+
+@dataclass
+class Sections:
+    """Main steps plus the playbook sections run on failure and always."""
+
+    main: Sequence[Step[Any]]
+    on_failure: Sequence[Step[Any]] = ()
+    always: Sequence[Step[Any]] = ()
 
 
 def open_environment(env_name: str | None) -> Environment:
@@ -40,7 +50,7 @@ def run_steps(
     check: bool = False,
     json: bool = False,
     yes: bool = False,
-    build: Callable[[Environment], Sequence[Step[Any]]],
+    build: Callable[[Environment], Sequence[Step[Any]] | Sections],
     monitoring: bool = False,
     keep_going: bool = False,
 ) -> RunResult:
@@ -58,10 +68,12 @@ def run_steps(
         from .runner import Runner
 
         environment = open_environment(env)
-        steps = build(environment)
+        built = build(environment)
+        sections = built if isinstance(built, Sections) else Sections(built)
         ctx = Context(environment, check=check, assume_yes=yes)
         reporter = None if json else ConsoleReporter(check=check)
-        result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(steps, task=task)
+        result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(
+            sections.main, task=task, on_failure=sections.on_failure, always=sections.always)
     except IndostarError as exc:
         fail(exc, json=json)
     finally:

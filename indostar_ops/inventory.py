@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +30,7 @@ from pydantic import (
 from .errors import InventoryError, UnknownEnvironment
 from .secrets import Redactor, Secret
 from .severity import Severity
+from .yamlfile import LineMap, nearest_line, read_yaml_mapping
 
 __all__ = [
     "Environment",
@@ -275,6 +275,21 @@ class DatabaseSettings(Model):
     connect_timeout: int = Field(10, ge=1)
     statement_timeout: str = "5min"
     lock_timeout: str = "5s"
+    maintenance_timeout: str = Field("3h", description="statement_timeout for VACUUM/ANALYZE/REINDEX statements")
+    vacuum_dead_pct: float = Field(10, ge=0, le=100, description="db.vacuum: dead rows above this % of all rows")
+    vacuum_min_dead_rows: int = Field(50, ge=0, description="db.vacuum: ...and at least this many dead rows")
+    analyze_stale_pct: float = Field(10, ge=0, description="db.analyze: rows changed since ANALYZE, % of rows")
+    analyze_min_rows: int = Field(50, ge=0, description="db.analyze: ...and at least this many changed rows")
+    reindex_bloat_pct: float = Field(30, ge=0, le=100, description="db.reindex: estimated index bloat above this %")
+    reindex_min_mb: float = Field(1, ge=0, description="db.reindex: leave indexes smaller than this alone")
+    idle_minutes: float = Field(10, gt=0, description="db.kill-idle: idle longer than this (runbook: 10)")
+    long_query_minutes: float = Field(5, gt=0, description="db.kill-long: running longer than this (runbook: 5)")
+    kill_long_max: int = Field(5, ge=1, description="db.kill-long: never terminate more than this per run")
+    lock_wait_critical_s: float = Field(60, gt=0, description="db.locks: CRITICAL once a session waits this long")
+    pool_size: int = Field(10, ge=1, description="the application's SQLAlchemy pool_size per instance")
+    max_overflow: int = Field(10, ge=0, description="the application's SQLAlchemy max_overflow per instance")
+    pool_components: list[str] = Field(default_factory=lambda: ["backend", "celery-worker"],
+                                       description="platform components with a connection pool")
 
 
 class RedisSettings(Model):
@@ -526,30 +541,10 @@ def _aws_secret_resolver(settings: AwsSettings) -> Callable[[str, str], str]:
     return resolve
 
 
-LineMap = dict[tuple[str, ...], str]
-
-
 def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], LineMap]:
     if path in seen:
         raise InventoryError(f"{path}: 'extends' loops back to itself ({' -> '.join(map(str, seen))})")
-    try:
-        text = path.read_text()
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) if node is not None else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InventoryError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML and run again") from None
-    except OSError as exc:
-        raise InventoryError(f"cannot read {path}: {exc.strerror}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InventoryError(f"{path}: expected a mapping of settings at the top level")
-    lines: LineMap = {}
-    if node is not None:
-        _map_lines(node, (), str(path), lines)
+    data, lines = read_yaml_mapping(path, InventoryError)
     parent = data.get("extends")
     if parent is None:
         return data, lines
@@ -561,19 +556,6 @@ def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> tuple[di
     base, base_lines = _load_chain(parent_path, directory, (*seen, path))
     base.pop("extends", None)
     return _deep_merge(base, data), {**base_lines, **lines}
-
-
-def _map_lines(node: yaml.Node, prefix: tuple[str, ...], file: str, out: LineMap) -> None:
-    out[prefix] = f"{file}:{node.start_mark.line + 1}"
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            key_path = (*prefix, str(key.value))
-            out[key_path] = f"{file}:{key.start_mark.line + 1}"
-            _map_lines(value, key_path, file, out)
-            out[key_path] = f"{file}:{key.start_mark.line + 1}"
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _map_lines(item, (*prefix, str(index)), file, out)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -603,7 +585,7 @@ def _format_errors(env_name: str, exc: ValidationError, lines: LineMap) -> str:
         loc = tuple(p for p in loc if p not in {"KubernetesPlatform", "ComposePlatform", "EcsPlatform"})
         loc = tuple(p for p in loc if p not in {"kubernetes", "compose", "ecs"} or loc[:1] != ("platform",))
         key = ".".join(loc) or "(top level)"
-        where = _nearest_line(loc, lines)
+        where = nearest_line(loc, lines)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             options = _fields_at(Environment, loc[:-1])
@@ -617,13 +599,6 @@ def _format_errors(env_name: str, exc: ValidationError, lines: LineMap) -> str:
             message = f"{message} (got {error.get('input')!r})"
         out.append(f"  {where}: {key}: {message}")
     return "\n".join(out)
-
-
-def _nearest_line(loc: tuple[str, ...], lines: LineMap) -> str:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return "?"
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:

@@ -43,14 +43,22 @@ class Runner:
         self.keep_going = keep_going
         self.attempts = attempts
 
-    def run(self, steps: Sequence[Step[Any]], *, task: str = "adhoc") -> RunResult:
+    def run(
+        self,
+        steps: Sequence[Step[Any]],
+        *,
+        task: str = "adhoc",
+        on_failure: Sequence[Step[Any]] = (),
+        always: Sequence[Step[Any]] = (),
+    ) -> RunResult:
+        """Run `steps` in order; then `on_failure` if any failed; then `always`, even after Ctrl-C."""
         ctx = self.ctx
         env = ctx.env
-        mutating = [s.name for s in steps if not s.read_only]
+        mutating = [s.name for s in (*steps, *on_failure, *always) if not s.read_only]
         if env.is_production and mutating and not ctx.check and not ctx.assume_yes and not ctx.interactive:
             raise ConfirmationRequired(
                 f"environment {env.name!r} is production-tier and {task} may change it "
-                f"({', '.join(mutating)}); refusing without confirmation",
+                f"({', '.join(dict.fromkeys(mutating))}); refusing without confirmation",
                 hint=f"preview with --check, then re-run with --yes: invoke {task} --env {env.name} --yes",
             )
         run_id = new_run_id(env.name)
@@ -60,25 +68,33 @@ class Runner:
         journal.event("run.start", env=env.name, tier=env.tier, task=task, user=ctx.user, check=ctx.check,
                       steps=[s.name for s in steps])
         started = time.monotonic()
-        failed_before = False
         try:
-            for step in steps:
-                if failed_before and not self.keep_going:
-                    self._skip_all(step, "not run: an earlier step failed", result)
-                    continue
-                step_results = self._run_step(step, task)
-                result.results.extend(step_results)
-                failed_before = failed_before or any(r.status == "failed" for r in step_results)
+            self._section(steps, result, stop_on_failure=not self.keep_going)
+            if result.failed and on_failure:
+                self._section(on_failure, result, stop_on_failure=False)
         finally:
-            result.duration = time.monotonic() - started
-            journal.event("run.end", status="failed" if result.failed else ("changed" if result.changed else "ok"),
-                          counts=result.counts, duration=round(result.duration, 3))
-            journal.close()
+            try:
+                self._section(always, result, stop_on_failure=False)
+            finally:
+                result.duration = time.monotonic() - started
+                journal.event("run.end", status="failed" if result.failed else ("changed" if result.changed else "ok"),
+                              counts=result.counts, duration=round(result.duration, 3))
+                journal.close()
         return result
+
+    def _section(self, steps: Sequence[Step[Any]], result: RunResult, *, stop_on_failure: bool) -> None:
+        failed_before = False
+        for step in steps:
+            if failed_before and stop_on_failure:
+                self._skip_all(step, "not run: an earlier step failed", result)
+                continue
+            step_results = self._run_step(step)
+            result.results.extend(step_results)
+            failed_before = failed_before or any(r.status == "failed" for r in step_results)
 
     # -- one step ------------------------------------------------------------
 
-    def _run_step(self, step: Step[Any], task: str) -> list[TargetResult]:
+    def _run_step(self, step: Step[Any]) -> list[TargetResult]:
         ctx = self.ctx
         try:
             targets = list(step.targets(ctx))
@@ -86,9 +102,9 @@ class Runner:
             return [self._emit(TargetResult(step.name, ctx.env.name, "failed",
                                             error=ctx.env.redactor.text(str(exc))))]
         assert ctx.journal is not None
-        ctx.journal.event("step.start", step=step.name, targets=[str(t) for t in targets])
+        ctx.journal.event("step.start", step=step.name, phase=step.phase, targets=[str(t) for t in targets])
 
-        planned = self._map(lambda t: self._check(step, t), targets)
+        planned = self._map(lambda t: self._check(step, t), targets, step.max_parallel)
         outcome = [p for p in planned if isinstance(p, TargetResult)]
         to_apply = [p for p in planned if not isinstance(p, TargetResult)]
 
@@ -99,7 +115,7 @@ class Runner:
                 outcome.append(self._emit(skipped))
             to_apply = []
 
-        outcome.extend(self._map(lambda item: self._emit(self._apply(step, *item)), to_apply))
+        outcome.extend(self._map(lambda item: self._emit(self._apply(step, *item)), to_apply, step.max_parallel))
         order = {str(t): i for i, t in enumerate(targets)}
         return sorted(outcome, key=lambda r: order.get(r.target, len(order)))
 
@@ -142,10 +158,11 @@ class Runner:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        if len(items) <= 1:
+    def _map(self, fn: Callable[[Any], T], items: Sequence[Any], limit: int | None = None) -> list[T]:
+        workers = min(self.parallelism, len(items), limit or len(items))
+        if workers <= 1:
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(items))) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(fn, items))
 
     def _result(self, step: Step[Any], target: Any, status: Any, plan: Plan, tctx: Context,

@@ -78,9 +78,11 @@ class Step(Generic[S]):
     name: ClassVar[str]
     scope: ClassVar[Literal["host", "env"]] = "host"
     groups: Sequence[str] | None = None
+    phase: str | None = None
     read_only: ClassVar[bool] = False
     idempotent: ClassVar[bool] = True
     destructive: ClassVar[bool] = False
+    max_parallel: ClassVar[int | None] = None  # at most this many targets at once (1: VACUUM/REINDEX one by one)
 
     def targets(self, ctx: Context) -> Sequence[HostTarget | EnvTarget]:
         """Hosts of `groups` for host steps; one target named after the step otherwise."""

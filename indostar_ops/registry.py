@@ -1,0 +1,30 @@
+"""Step names -> step classes, for playbooks. Classes are imported only when a playbook uses them."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["STEPS", "known_steps", "step_class"]
+
+STEPS: dict[str, str] = {
+    "logs.install-rotation": "indostar_ops.steps.logrotate:InstallLogrotate",
+    "disk.check": "indostar_ops.steps.disk:DiskCheck",
+}
+
+
+def known_steps() -> list[str]:
+    return sorted(STEPS)
+
+
+def step_class(name: str) -> type[Any]:
+    try:
+        module, _, attr = STEPS[name].partition(":")
+    except KeyError:
+        close = difflib.get_close_matches(name, STEPS, n=1)
+        raise UsageError(f"unknown step {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                         hint="invoke playbook.steps lists the known steps") from None
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,11 +39,18 @@ def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InventoryDir:
 
 @pytest.fixture(scope="session")
 def ssh_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshRig]:
-    """Three loopback hosts served by a private sshd (port 2322), for the whole session."""
-    rig = SshRig(tmp_path_factory.mktemp("sshd"), port=2322)
+    """Three loopback hosts served by a private sshd on a free port, for the whole session."""
+    rig = SshRig(tmp_path_factory.mktemp("sshd"), port=_free_port("127.0.2.1"))
     rig.start(3)
     yield rig
     rig.stop()
+
+
+def _free_port(address: str) -> int:
+    """A port free on `address`, so concurrent test sessions do not collide."""
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ class StepSpec:
     def build(self) -> Step[Any]:
         instance = step_class(self.step)(**self.args)
         instance.phase = self.phase
-        return instance  # type: ignore[no-any-return]
+        return instance
 
 
 @dataclass

@@ -27,4 +27,4 @@ def step_class(name: str) -> type[Any]:
         close = difflib.get_close_matches(name, STEPS, n=1)
         raise UsageError(f"unknown step {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
                          hint="invoke playbook.steps lists the known steps") from None
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)

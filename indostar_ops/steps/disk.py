@@ -52,13 +52,14 @@ def parse_df(output: str, paths: list[str]) -> list[Filesystem]:
 
 
 def parse_du(output: str, limit: int = 10) -> list[dict[str, Any]]:
-    entries = []
+    """`du -k` lines (size<TAB>path), largest first."""
+    sized: list[tuple[int, str]] = []
     for line in output.splitlines():
         size, _, path = line.partition("\t")
         if size.isdigit() and path:
-            entries.append({"path": path, "size_kb": int(size)})
-    entries.sort(key=lambda e: e["size_kb"], reverse=True)
-    return entries[:limit]
+            sized.append((int(size), path))
+    sized.sort(reverse=True)
+    return [{"path": path, "size_kb": size} for size, path in sized[:limit]]
 
 
 class DiskCheck(Step[DiskState]):

@@ -8,6 +8,8 @@ can hang a window or queue behind a lock for long.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectionFailed
@@ -82,6 +84,24 @@ class PostgresConnector:
         with self._lock, self.connection().cursor() as cur:
             cur.execute(query, params)
             return str(cur.statusmessage or "")
+
+    @contextmanager
+    def statement_timeout(self, value: str) -> Iterator[None]:
+        """Run the enclosed statements under another statement_timeout, then restore the inventory's.
+
+        Why: VACUUM or REINDEX CONCURRENTLY of a large relation legitimately runs far longer than the
+        limit meant for queries, and a timeout mid-way wastes the work (or leaves an invalid index).
+        The session still has a limit, just a maintenance-sized one. Holds the connection meanwhile.
+        """
+        with self._lock:
+            conn = self.connection()
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (value,))
+            try:
+                yield
+            finally:
+                if not conn.closed and not conn.broken:
+                    conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                                 (self.settings.statement_timeout,))
 
     def close(self) -> None:
         with self._lock:

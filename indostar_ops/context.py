@@ -132,7 +132,7 @@ class Context:
         for connector in connectors:
             try:
                 connector.close()
-            except Exception:  # noqa: S112 - closing is best effort, the run result stands
+            except Exception:  # noqa: BLE001, S112 - closing is best effort, the run result stands
                 continue
 
     def __enter__(self) -> Context:

@@ -117,6 +117,7 @@ class NginxSettings(Model):
                                           description="exact URIs still proxied in maintenance (e.g. /health)")
     probe_url: str | None = Field(None, description="URL reaching this host's nginx, to verify maintenance mode")
     probe_host: str | None = Field(None, description="Host header sent with probe_url")
+    probe_wait_s: float = Field(10, gt=0, description="how long on/off wait for the site to follow the flag")
 
 
 class CertbotSettings(Model):
@@ -534,7 +535,7 @@ def _aws_secret_resolver(settings: AwsSettings) -> Callable[[str, str], str]:
             connector.append(AwsConnector(settings))
         try:
             return str(connector[0].resolve_secret(scheme, key))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types; all mean "could not read"
             raise InventoryError(f"secret {scheme}:{key} could not be read from AWS ({settings.region}): {exc}",
                                  hint="check the reference and the AWS credentials/profile") from None
 

@@ -10,9 +10,20 @@ from .errors import UsageError
 
 __all__ = ["STEPS", "known_steps", "step_class"]
 
+_PG = "indostar_ops.steps.postgres"
 STEPS: dict[str, str] = {
     "logs.install-rotation": "indostar_ops.steps.logrotate:InstallLogrotate",
     "disk.check": "indostar_ops.steps.disk:DiskCheck",
+    "db.activity": f"{_PG}.activity:Activity",
+    "db.locks": f"{_PG}.activity:Locks",
+    "db.slow-queries": f"{_PG}.stats:SlowQueries",
+    "db.bloat": f"{_PG}.stats:BloatReport",
+    "db.vacuum": f"{_PG}.vacuum:Vacuum",
+    "db.analyze": f"{_PG}.vacuum:Analyze",
+    "db.reindex": f"{_PG}.reindex:Reindex",
+    "db.kill-idle": f"{_PG}.sessions:KillIdle",
+    "db.kill-long": f"{_PG}.sessions:KillLong",
+    "db.pool-advice": f"{_PG}.pool:PoolAdvice",
 }
 
 

@@ -8,6 +8,7 @@ stops the steps after it unless `keep_going`. Check mode stops after phase one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,10 +98,11 @@ class Runner:
     def _run_step(self, step: Step[Any]) -> list[TargetResult]:
         ctx = self.ctx
         try:
-            targets = list(step.targets(ctx))
-        except IndostarError as exc:
+            targets = list(self._retry(lambda: step.targets(ctx)))
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is down: this step fails, the run goes on
+            message = str(exc) if isinstance(exc, IndostarError) else f"{type(exc).__name__}: {exc}"
             return [self._emit(TargetResult(step.name, ctx.env.name, "failed",
-                                            error=ctx.env.redactor.text(str(exc))))]
+                                            error=ctx.env.redactor.text(message)))]
         assert ctx.journal is not None
         ctx.journal.event("step.start", step=step.name, phase=step.phase, targets=[str(t) for t in targets])
 
@@ -125,7 +127,7 @@ class Runner:
         started = time.monotonic()
         try:
             plan = step.plan(self._retry(lambda: step.check(tctx, target)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is this target's result, not the run's
             return self._emit(self._failure(step, target, tctx, exc, started))
         took = time.monotonic() - started
         if plan.noop or self.ctx.check:
@@ -138,7 +140,7 @@ class Runner:
         try:
             step.apply(tctx, target, plan)
             step.verify(tctx, target, plan)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is this target's result, not the run's
             return self._failure(step, target, tctx, exc, started, plan)
         return self._result(step, target, "changed", plan, tctx, time.monotonic() - started)
 
@@ -194,10 +196,11 @@ class Runner:
         )
 
     def _skip_all(self, step: Step[Any], reason: str, result: RunResult) -> None:
-        try:
-            targets = [str(t) for t in step.targets(self.ctx)]
-        except IndostarError:
-            targets = [self.ctx.env.name]
+        """Name the hosts a skipped host step would have touched; other steps are not asked (that reads)."""
+        targets = [self.ctx.env.name]
+        if step.scope == "host":
+            with contextlib.suppress(IndostarError):
+                targets = [str(t) for t in step.targets(self.ctx)]
         for target in targets:
             result.results.append(self._emit(TargetResult(step.name, target, "skipped", reason=reason)))
 

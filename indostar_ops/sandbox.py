@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .inventory import sandbox_root
@@ -54,22 +54,47 @@ def _seed_logs(log_dir: Path) -> None:
 
 
 def ensure_database(env: Environment) -> None:
-    """Create the sandbox's database on the local server the first time a step needs it."""
+    """Create the sandbox's application role and database (with demo data) the first time a step needs them.
+
+    The application role is not a superuser, like production's, so session procedures (kill-idle)
+    behave as they would there; maintenance connects as the admin user.
+    """
     import psycopg
     from psycopg import sql
 
     db = env.database
     if db is None:
         return
+    admin = db.admin_user or db.user
     try:
-        with psycopg.connect(host=db.host, port=db.port, dbname="postgres", user=db.user, autocommit=True,
+        with psycopg.connect(host=db.host, port=db.port, dbname="postgres", user=admin, autocommit=True,
                              connect_timeout=db.connect_timeout) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
+            if db.user != admin and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                                     (db.user,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(db.user)))
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone():
+                return
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db.name),
+                                                                       sql.Identifier(db.user)))
+        with psycopg.connect(host=db.host, port=db.port, dbname=db.name, user=admin, autocommit=True,
+                             connect_timeout=db.connect_timeout) as conn:
+            _seed_demo_data(conn, db.user)
     except psycopg.OperationalError as exc:
         raise UsageError(f"sandbox PostgreSQL at {db.host}:{db.port} is not reachable: {exc}".strip(),
                          hint="start it: pg_ctlcluster --skip-systemctl-redirect 15 main start") from None
+
+
+def _seed_demo_data(conn: Any, owner: str) -> None:
+    """A small orders table with churn, so vacuum, analyze and reindex have real work the first time."""
+    from psycopg import sql
+
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+    conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, user_id int NOT NULL, "
+                 "status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+    conn.execute("CREATE INDEX idx_orders_user_created ON orders (user_id, created_at)")
+    conn.execute("INSERT INTO orders (user_id, status) SELECT g % 500, 'pending' FROM generate_series(1, 20000) g")
+    conn.execute("UPDATE orders SET status = 'paid', created_at = now() WHERE id % 10 < 7")
+    conn.execute(sql.SQL("ALTER TABLE orders OWNER TO {}").format(sql.Identifier(owner)))
 
 
 def ensure_moto(env: Environment) -> str:

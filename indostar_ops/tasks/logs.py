@@ -15,3 +15,15 @@ def install_rotation(c, env=None, check=False, json=False, yes=False, groups="we
 
     run_steps("logs.install-rotation", env=env, check=check, json=json, yes=yes,
               build=lambda _env: [InstallLogrotate(groups=[g for g in groups.split(",") if g])])
+
+
+@task(help=common(older_than="delete rotated logs older than this: 7d, 12h, 90m (default 7d)",
+                  groups="comma-separated host groups (default: all)"))
+def cleanup(c, env=None, check=False, json=False, yes=False, older_than="7d", groups=""):
+    """Delete rotated logs (never active ones) older than --older-than under log_dirs only; preview with --check."""
+    from ..cli import run_steps
+    from ..steps.cleanup import CleanupRotatedLogs, parse_age
+
+    run_steps("logs.cleanup", env=env, check=check, json=json, yes=yes,
+              build=lambda _env: [CleanupRotatedLogs(parse_age(older_than),
+                                                     groups=[g for g in groups.split(",") if g] or None)])

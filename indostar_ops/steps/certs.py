@@ -1,0 +1,421 @@
+"""Runbook "Certificate Renewal": check what is really served, renew only what is due, reload safely.
+
+The runbook runs `openssl x509 -dates` on the file, `certbot renew`, `nginx -s reload`.
+That misses the failure that actually bites: a renewed file that nginx never
+loaded. So the check compares the certificate *served* (TLS handshake with SNI to
+the host's endpoint) with the *file* on the host, both parsed with `cryptography`,
+by SHA-256 fingerprint.
+
+Renewal runs `certbot renew --cert-name NAME` only for certificates inside
+certbot's renewal window (or with `force`), always with `--no-random-sleep-on-renew`
+(without a terminal certbot first sleeps up to 8 minutes), then `nginx -t` and a
+reload only if the test passes, then waits until the new certificate is served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..connectors.shell import sh
+from ..errors import InventoryError, StepError, StepValueError, VerificationFailed
+from ..severity import Severity
+from ..step import Change, Plan, Step
+from .nginx import nginx_test_and_reload
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..context import Context
+    from ..inventory import CertificateSettings, HostTarget, Threshold
+
+__all__ = ["CertInfo", "CertificateCheck", "RenewCertificates", "describe_certificate", "fetch_served"]
+
+_MISSING = 3
+_READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
+HANDSHAKE_TIMEOUT_S = 10.0
+SERVED_WAIT_S = 15.0
+STABLE_HANDSHAKES = 3
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """The facts about one certificate that an operator acts on."""
+
+    fingerprint: str
+    serial: str
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
+        return {"days_left": round(self.days_left(now), 2), "not_after": self.not_after.isoformat(),
+                "not_before": self.not_before.isoformat(), "issuer": self.issuer, "subject": self.subject,
+                "sans": list(self.sans), "serial": self.serial, "sha256": self.fingerprint}
+
+
+def describe_certificate(cert: x509.Certificate) -> CertInfo:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = tuple([*ext.get_values_for_type(x509.DNSName), *map(str, ext.get_values_for_type(x509.IPAddress))])
+    except x509.ExtensionNotFound:
+        sans = ()
+    return CertInfo(cert.fingerprint(hashes.SHA256()).hex(), format(cert.serial_number, "x"),
+                    cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), sans,
+                    cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def load_leaf(pem: bytes) -> CertInfo:
+    """The first certificate of a PEM file (cert.pem or fullchain.pem)."""
+    from cryptography import x509
+
+    return describe_certificate(x509.load_pem_x509_certificates(pem)[0])
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a TLS client got from the endpoint."""
+
+    info: CertInfo | None = None
+    verified: bool | None = None
+    verify_error: str | None = None
+    error: str | None = None
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'host:port', '[v6]:port' or 'host' (port 443)."""
+    if endpoint.startswith("["):
+        address, _, rest = endpoint[1:].partition("]")
+        return address, int(rest.lstrip(":") or 443)
+    address, sep, port = endpoint.rpartition(":")
+    return (address, int(port)) if sep and port.isdigit() else (endpoint, 443)
+
+
+def fetch_served(endpoint: str, sni: str, ca_file: str | None = None,
+                 timeout: float = HANDSHAKE_TIMEOUT_S) -> Served:
+    """Handshake with SNI and read the served leaf; verify chain + name against ca_file or system trust."""
+    from cryptography import x509
+
+    address, port = split_endpoint(endpoint)
+    verified, verify_error = True, None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        try:
+            der = _handshake(context, address, port, sni, timeout)
+        except ssl.SSLCertVerificationError as exc:
+            verified, verify_error = False, exc.verify_message or str(exc)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            der = _handshake(context, address, port, sni, timeout)
+    except (OSError, ssl.SSLError) as exc:
+        return Served(error=f"TLS handshake with {endpoint} (SNI {sni}) failed: {exc}")
+    return Served(describe_certificate(x509.load_der_x509_certificate(der)), verified, verify_error)
+
+
+def _handshake(context: ssl.SSLContext, address: str, port: int, sni: str, timeout: float) -> bytes:
+    with socket.create_connection((address, port), timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname=sni) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError(f"{address}:{port} sent no certificate")
+    return der
+
+
+def _config_dir(options: Sequence[str]) -> str:
+    for i, option in enumerate(options):
+        if option == "--config-dir" and i + 1 < len(options):
+            return options[i + 1]
+        if option.startswith("--config-dir="):
+            return option.split("=", 1)[1]
+    return "/etc/letsencrypt"
+
+
+@dataclass
+class CertStatus:
+    """One configured certificate on one host: its file, what is served, and how bad it is."""
+
+    name: str
+    path: str
+    endpoint: str
+    sni: str
+    now: dt.datetime
+    file: CertInfo | None = None
+    file_error: str | None = None
+    served: Served = field(default_factory=Served)
+
+    @property
+    def matches(self) -> bool | None:
+        if self.file is None or self.served.info is None:
+            return None
+        return self.file.fingerprint == self.served.info.fingerprint
+
+    @property
+    def days_left(self) -> float | None:
+        info = self.served.info or self.file
+        return None if info is None else info.days_left(self.now)
+
+    def evaluate(self, threshold: Threshold) -> tuple[Severity, list[str]]:
+        """Severity and the findings behind it (thresholds on the served certificate, else the file)."""
+        levels, notes = [], []
+        days = self.days_left
+        if days is None:
+            levels.append(Severity.UNKNOWN)
+        else:
+            levels.append(threshold.evaluate(days))
+        if self.served.error:
+            levels.append(Severity.UNKNOWN)
+            notes.append(self.served.error)
+        if self.file_error:
+            levels.append(Severity.UNKNOWN)
+            notes.append(self.file_error)
+        if self.served.verified is False:
+            levels.append(Severity.CRITICAL)
+            notes.append(f"served certificate does not verify: {self.served.verify_error}")
+        if self.matches is False:
+            levels.append(Severity.WARNING)
+            notes.append(f"nginx serves a different certificate than {self.path} (reload needed: certs.renew)")
+        return Severity.worst(levels), notes
+
+    def summary(self, threshold: Threshold) -> str:
+        severity, notes = self.evaluate(threshold)
+        info = self.served.info or self.file
+        if info is None:
+            head = f"{self.name}: no certificate could be read"
+        else:
+            source = "served" if self.served.info else "file"
+            head = (f"{self.name}: {self.days_left:.1f} days left ({source}, until {info.not_after:%Y-%m-%d %H:%M} "
+                    f"UTC, issuer {_short(info.issuer)})")
+            if self.matches:
+                head += ", served = file"
+        return f"{head} [{severity.name}]" + "".join(f"; {n}" for n in notes)
+
+    def as_dict(self, threshold: Threshold) -> dict[str, Any]:
+        severity, notes = self.evaluate(threshold)
+        out: dict[str, Any] = {"name": self.name, "path": self.path, "endpoint": self.endpoint, "sni": self.sni,
+                               "severity": severity.name, "matches_file": self.matches}
+        if self.days_left is not None:
+            out["days_left"] = round(self.days_left, 2)
+        if self.file:
+            out["file"] = self.file.as_dict(self.now)
+        if self.served.info:
+            out["served"] = {**self.served.info.as_dict(self.now), "verified": self.served.verified}
+            if self.served.verify_error:
+                out["served"]["verify_error"] = self.served.verify_error
+        if notes:
+            out["problems"] = notes
+        return out
+
+
+def _minute(iso: str) -> str:
+    return iso[:16].replace("T", " ")
+
+
+def _short(name: str) -> str:
+    return next((part[3:] for part in name.split(",") if part.startswith("CN=")), name)
+
+
+def certificate_path(target: HostTarget, cert: CertificateSettings) -> str:
+    return cert.path or f"{_config_dir(target.settings.certbot.options)}/live/{cert.name}/fullchain.pem"
+
+
+def read_file_cert(ctx: Context, target: HostTarget, path: str) -> tuple[CertInfo | None, str | None]:
+    result = ctx.host(target).read(sh(_READ, path), ok=(0, _MISSING))
+    if result.exit_code == _MISSING:
+        return None, f"{path} does not exist on {target.name}"
+    try:
+        return load_leaf(result.stdout.encode()), None
+    except ValueError as exc:
+        return None, f"{path} is not a PEM certificate: {exc}"
+
+
+def inspect(ctx: Context, target: HostTarget, names: Sequence[str] | None = None) -> list[CertStatus]:
+    """File and served certificate for each configured certificate of the host (optionally only `names`)."""
+    configured = target.settings.certificates
+    if names:
+        unknown = sorted(set(names) - {c.name for c in configured})
+        if unknown:
+            raise StepValueError(f"{target.name}: no certificate named {', '.join(unknown)} in the inventory",
+                                 hint=f"configured: {', '.join(c.name for c in configured) or '(none)'}")
+        configured = [c for c in configured if c.name in names]
+    statuses = []
+    for cert in configured:
+        path = certificate_path(target, cert)
+        status = CertStatus(cert.name, path, cert.endpoint or f"{target.address}:443", cert.sni or cert.name,
+                            dt.datetime.now(dt.UTC))
+        status.file, status.file_error = read_file_cert(ctx, target, path)
+        status.served = fetch_served(status.endpoint, status.sni, cert.ca_file)
+        statuses.append(status)
+    return statuses
+
+
+def hosts_with_certificates(ctx: Context, groups: Sequence[str] | None) -> list[HostTarget]:
+    hosts = [h for h in ctx.env.hosts(groups) if h.settings.certificates]
+    if not hosts:
+        where = f"group(s) {', '.join(groups)}" if groups else "any group"
+        raise InventoryError(f"no host in {where} of {ctx.env.name!r} has certificates configured",
+                             hint="add e.g. certificates: [{name: example.com}] to the web group's vars")
+    return hosts
+
+
+@dataclass
+class CertState:
+    host: HostTarget
+    threshold: Threshold
+    certificates: list[CertStatus]
+
+
+class CertificateCheck(Step[CertState]):
+    """Days left, issuer, SANs of each served certificate and whether it is the file on the host."""
+
+    name = "certs.check"
+    read_only = True
+
+    def __init__(self, groups: Sequence[str] | None = None, names: Sequence[str] | None = None) -> None:
+        self.groups = groups
+        self.names = names
+
+    def targets(self, ctx: Context) -> list[HostTarget]:
+        return hosts_with_certificates(ctx, self.groups)
+
+    def check(self, ctx: Context, target: HostTarget) -> CertState:
+        return CertState(target, ctx.env.thresholds.cert_days_left, inspect(ctx, target, self.names))
+
+    def plan(self, state: CertState) -> Plan:
+        severity = Severity.worst([c.evaluate(state.threshold)[0] for c in state.certificates])
+        return Plan.nothing(
+            "; ".join(c.summary(state.threshold) for c in state.certificates), severity=severity,
+            data={"certificates": [c.as_dict(state.threshold) for c in state.certificates],
+                  "warning_days": state.threshold.warning, "critical_days": state.threshold.critical},
+        )
+
+
+class RenewCertificates(Step[CertState]):
+    """Renew due certificates with certbot, then nginx -t and reload; verify the new one is served."""
+
+    name = "certs.renew"
+    idempotent = False  # a forced renewal is never "already done"; verify checks what is served instead
+
+    def __init__(self, groups: Sequence[str] | None = None, *, force: bool = False,
+                 names: Sequence[str] | None = None) -> None:
+        self.groups = groups
+        self.force = force
+        self.names = names
+
+    def targets(self, ctx: Context) -> list[HostTarget]:
+        return hosts_with_certificates(ctx, self.groups)
+
+    def check(self, ctx: Context, target: HostTarget) -> CertState:
+        statuses = inspect(ctx, target, self.names)
+        for status in statuses:
+            if status.file is None:
+                raise StepError(f"{target.name}: cannot renew {status.name}: {status.file_error}",
+                                hint="issue it first (certbot certonly) or fix certificates[].path in the inventory")
+        return CertState(target, ctx.env.thresholds.cert_days_left, statuses)
+
+    def plan(self, state: CertState) -> Plan:
+        window = state.host.settings.certbot.renew_before_days
+        due, stale, fine = [], [], []
+        for status in state.certificates:
+            assert status.file is not None
+            days = status.file.days_left(status.now)
+            if self.force or days <= window:
+                due.append((status, days))
+            elif status.matches is False:
+                stale.append(status)
+            else:
+                fine.append(f"{status.name} {days:.1f} days left")
+        data: dict[str, Any] = {
+            "force": self.force, "renew_before_days": window,
+            "certificates": [c.as_dict(state.threshold) for c in state.certificates],
+            "expect_served": {s.name: s.file.fingerprint for s in stale if s.file},
+            "renew": [s.name for s, _ in due],
+        }
+        if not due and not stale:
+            return Plan.nothing(f"no certificate due for renewal ({'; '.join(fine)}; certbot renews within "
+                                f"{window:g} days); nginx not reloaded", data=data)
+        changes = [
+            Change(f"certbot renew {s.name} ({days:.1f} days left{', forced' if self.force else ''})",
+                   before=s.file.not_after.isoformat() if s.file else None, after="renewed")
+            for s, days in due
+        ]
+        changes += [Change(f"nginx serves an older certificate than {s.path}: reload to serve it",
+                           before=s.served.info.fingerprint if s.served.info else None,
+                           after=s.file.fingerprint if s.file else None) for s in stale]
+        changes.append(Change("nginx -t, then reload nginx only if the test passes"))
+        return Plan(changes, data=data)
+
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+        host = ctx.host(target)
+        certbot = target.settings.certbot
+        renewed: dict[str, Any] = {}
+        for name in plan.data["renew"]:
+            path = certificate_path(target, next(c for c in target.settings.certificates if c.name == name))
+            before, _ = read_file_cert(ctx, target, path)
+            argv = [*certbot.command, "renew", "--cert-name", name, "--non-interactive", "--no-random-sleep-on-renew",
+                    *(["--force-renewal"] if self.force else []), *certbot.options]
+            result = host.change(argv, f"certbot renew {name}", ok=range(256), timeout=certbot.timeout)
+            output = result.output
+            if result.exit_code != 0:
+                raise StepError(f"{target.name}: certbot renew {name} failed (exit {result.exit_code}); nginx not "
+                                f"reloaded:\n" + "\n".join(output.splitlines()[-15:]),
+                                hint="see certbot's log (--logs-dir, default /var/log/letsencrypt/letsencrypt.log)")
+            after, error = read_file_cert(ctx, target, path)
+            if after is None or before is None or after.fingerprint == before.fingerprint:
+                why = ("certbot considers it not yet due (its renewal window is shorter than renew_before_days)"
+                       if "not yet due" in output else error or "the certificate file did not change")
+                raise StepError(f"{target.name}: certbot renew {name} exited 0 but did not renew: {why}",
+                                hint="re-run with --force to renew anyway")
+            renewed[name] = {"old_not_after": before.not_after.isoformat(),
+                             "new_not_after": after.not_after.isoformat(),
+                             "old_sha256": before.fingerprint, "sha256": after.fingerprint}
+            plan.data["expect_served"][name] = after.fingerprint
+        plan.data["renewed"] = renewed
+        nginx_test_and_reload(host, target.settings.nginx, "serve renewed certificates")
+
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+        """Poll until every renewed certificate is the one served (a reload is asynchronous)."""
+        expect: dict[str, str] = plan.data["expect_served"]
+        certs = {c.name: c for c in target.settings.certificates}
+        served: dict[str, Any] = {}
+        previous = {c["name"]: c["served"]["not_after"] for c in plan.data["certificates"] if "served" in c}
+        for name, fingerprint in expect.items():
+            cert = certs[name]
+            endpoint, sni = cert.endpoint or f"{target.address}:443", cert.sni or cert.name
+            deadline, streak = time.monotonic() + SERVED_WAIT_S, 0
+            while True:  # old workers keep serving for a moment after a reload: want a stable answer
+                now = fetch_served(endpoint, sni, cert.ca_file)
+                streak = streak + 1 if now.info and now.info.fingerprint == fingerprint else 0
+                if streak >= STABLE_HANDSHAKES or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1 if streak else 0.25)
+            if now.info is None or now.info.fingerprint != fingerprint:
+                raise VerificationFailed(
+                    f"{target.name}: nginx reloaded but {endpoint} (SNI {sni}) still serves "
+                    + (f"certificate {now.info.fingerprint[:16]}... until {now.info.not_after:%Y-%m-%d %H:%M} UTC"
+                       if now.info else f"nothing readable ({now.error})")
+                    + f", not the new {fingerprint[:16]}... after {SERVED_WAIT_S:.0f}s",
+                    hint="check that nginx's ssl_certificate points at the certbot live/ path: invoke certs.check",
+                )
+            served[name] = {"not_after": now.info.not_after.isoformat(), "sha256": now.info.fingerprint,
+                            "verified": now.verified, "previous_not_after": previous.get(name)}
+            if previous.get(name):
+                served[name]["expiry_moved"] = now.info.not_after > dt.datetime.fromisoformat(previous[name])
+        plan.data["served_after"] = served
+        plan.reason = "now serving: " + "; ".join(
+            f"{name} until {_minute(info['not_after'])} UTC"
+            + (f" (was {_minute(info['previous_not_after'])})" if info["previous_not_after"] else "")
+            for name, info in served.items())

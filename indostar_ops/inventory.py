@@ -350,6 +350,7 @@ def _default_escalation() -> list[EscalationLevel]:
 
 class SandboxSettings(Model):
     moto_port: int = 14566
+    nginx_port: int = 18088
 
 
 class Urls(Model):

@@ -24,6 +24,17 @@ STEPS: dict[str, str] = {
     "db.kill-idle": f"{_PG}.sessions:KillIdle",
     "db.kill-long": f"{_PG}.sessions:KillLong",
     "db.pool-advice": f"{_PG}.pool:PoolAdvice",
+    "certs.check": "indostar_ops.steps.certs:CertificateCheck",
+    "certs.renew": "indostar_ops.steps.certs:RenewCertificates",
+    "maintenance.install": "indostar_ops.steps.nginx:InstallMaintenancePage",
+    "maintenance.on": "indostar_ops.steps.nginx:NginxMaintenanceOn",
+    "maintenance.off": "indostar_ops.steps.nginx:NginxMaintenanceOff",
+    "maintenance.status": "indostar_ops.steps.nginx:NginxMaintenanceStatus",
+    "logs.cleanup": "indostar_ops.steps.cleanup:CleanupRotatedLogs",
+    "tmp.cleanup": "indostar_ops.steps.cleanup:CleanupTempFiles",
+    "docker.df": "indostar_ops.steps.docker:DockerDiskUsage",
+    "docker.prune": "indostar_ops.steps.docker:DockerPrune",
+    "disk.report": "indostar_ops.steps.disk_report:DiskReport",
 }
 
 

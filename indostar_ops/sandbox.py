@@ -8,6 +8,7 @@ steps and connectors as production.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -21,7 +22,28 @@ from .inventory import sandbox_root
 if TYPE_CHECKING:
     from .inventory import Environment
 
-__all__ = ["ensure_database", "ensure_moto", "prepare"]
+__all__ = ["ensure_database", "ensure_moto", "ensure_nginx", "prepare", "stop"]
+
+_NGINX_CONF = """# The sandbox's own nginx (started by indostar-ops, never the system one).
+daemon on;
+{user}worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/tmp/client;
+    proxy_temp_path {root}/tmp/proxy;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        include {root}/maintenance.conf;
+        location / {{ default_type text/plain; return 200 "IndoStar sandbox app: ok\\n"; }}
+    }}
+}}
+"""
 
 _DAY = 86400
 
@@ -95,6 +117,61 @@ def _seed_demo_data(conn: Any, owner: str) -> None:
     conn.execute("INSERT INTO orders (user_id, status) SELECT g % 500, 'pending' FROM generate_series(1, 20000) g")
     conn.execute("UPDATE orders SET status = 'paid', created_at = now() WHERE id % 10 < 7")
     conn.execute(sql.SQL("ALTER TABLE orders OWNER TO {}").format(sql.Identifier(owner)))
+
+
+def ensure_nginx(env: Environment) -> str:
+    """Start the sandbox's nginx (the web hosts' nginx.command points at its config) once; return its URL."""
+    root = sandbox_root() / "nginx"
+    port = env.sandbox.nginx_port if env.sandbox else 18088
+    url = f"http://127.0.0.1:{port}/"
+    pidfile = root / "nginx.pid"
+    if pidfile.is_file() and _alive(pidfile) and _listening(port):
+        return url
+    if _listening(port):
+        raise UsageError(f"port {port} is taken by another program, so the sandbox nginx cannot start",
+                         hint="stop it, or set sandbox.nginx_port in inventory/sandbox.yaml")
+    for sub in ("tmp/client", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "maintenance.conf").touch()
+    conf = root / "nginx.conf"
+    # Workers run as the sandbox's own user: the default (nobody) could not see files under a private root.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    conf.write_text(_NGINX_CONF.format(root=root, port=port, user=user))
+    started = subprocess.run(["nginx", "-e", str(root / "error.log"), "-c", str(conf)],
+                             capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise UsageError(f"the sandbox nginx did not start: {started.stderr.strip()}",
+                         hint="scripts/install-system-deps.sh installs nginx")
+    deadline = time.monotonic() + 10
+    while not _listening(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return url
+
+
+def stop(*, wipe: bool = False) -> list[str]:
+    """Stop the services this sandbox root started (by their pid files); `wipe` deletes the root too."""
+    import shutil
+    import signal
+
+    root = sandbox_root()
+    done = []
+    for name, pidfile in (("nginx", root / "nginx" / "nginx.pid"), ("moto", root / "moto.pid")):
+        if pidfile.is_file() and _alive(pidfile):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            done.append(f"stopped the sandbox {name}")
+        pidfile.unlink(missing_ok=True)
+    if wipe and root.exists():
+        shutil.rmtree(root)
+        done.append(f"deleted {root}")
+    return done or ["nothing to stop"]
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def ensure_moto(env: Environment) -> str:

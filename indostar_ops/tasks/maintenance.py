@@ -13,6 +13,14 @@ def _groups(value: str) -> list[str]:
     return [g for g in value.split(",") if g] or ["web"]
 
 
+def _sandbox_nginx(environment) -> None:
+    """The sandbox's web host is this machine: its nginx is started on demand, like its moto server."""
+    if environment.sandbox is not None:
+        from ..sandbox import ensure_nginx
+
+        ensure_nginx(environment)
+
+
 @task(help=common(groups=_GROUPS))
 def on(c, env=None, check=False, json=False, yes=False, groups="web"):
     """Maintenance on: install page + nginx snippet once (nginx -t, reload), create the flag, verify 503 + page."""
@@ -21,6 +29,7 @@ def on(c, env=None, check=False, json=False, yes=False, groups="web"):
 
     def build(environment):
         require_nginx_strategy(environment, _groups(groups))
+        _sandbox_nginx(environment)
         return [InstallMaintenancePage(_groups(groups)), NginxMaintenanceOn(_groups(groups))]
 
     run_steps("maintenance.on", env=env, check=check, json=json, yes=yes, build=build)
@@ -34,6 +43,7 @@ def off(c, env=None, check=False, json=False, yes=False, groups="web"):
 
     def build(environment):
         require_nginx_strategy(environment, _groups(groups))
+        _sandbox_nginx(environment)
         return [NginxMaintenanceOff(_groups(groups))]
 
     run_steps("maintenance.off", env=env, check=check, json=json, yes=yes, build=build)
@@ -47,6 +57,7 @@ def status(c, env=None, check=False, json=False, groups="web"):
 
     def build(environment):
         require_nginx_strategy(environment, _groups(groups))
+        _sandbox_nginx(environment)
         return [NginxMaintenanceStatus(_groups(groups))]
 
     run_steps("maintenance.status", env=env, check=check, json=json, build=build)

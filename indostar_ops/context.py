@@ -151,7 +151,8 @@ class HostSession:
         self.connector = connector
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
-        return with_path_prefix(argv, self.target.settings.path_prefix)
+        argv = with_path_prefix(argv, self.target.settings.path_prefix)
+        return ["sudo", "-n", "--", *argv] if self.target.become else argv
 
     def read(
         self, argv: Sequence[str], *, ok: Sequence[int] = (0,), timeout: float | None = None,
@@ -180,12 +181,30 @@ class HostSession:
         self.ctx._guard(f"upload {path}")
         started = time.monotonic()
         try:
-            self.connector.put(data, path, mode)
+            if self.target.become:
+                self._put_as_root(data, path, mode)
+            else:
+                self.connector.put(data, path, mode)
         except OSError as exc:
             raise StepError(f"{self.target.name}: cannot write {path}: {exc.strerror or exc}",
                             hint="check that the directory exists and is writable for the SSH user") from None
         self.ctx.record("upload", summary, host=self.target.name, path=path, bytes=len(data),
                         duration=round(time.monotonic() - started, 3))
+
+
+    def _put_as_root(self, data: bytes, path: str, mode: int | None) -> None:
+        """Upload as the login user to a private temp file, then `sudo install` it into place."""
+        staged = self.connector.run(["mktemp"])
+        if not staged.ok:
+            raise StepError(f"{self.target.name}: mktemp failed: {staged.output}")
+        temp = staged.stdout.strip()
+        self.connector.put(data, temp, 0o600)
+        script = 'install -m "$1" -- "$2" "$3"; rc=$?; rm -f -- "$2"; exit $rc'
+        result = self.connector.run(["sudo", "-n", "--", "sh", "-c", script, "sh",
+                                     format(0o644 if mode is None else mode, "o"), temp, path])
+        if not result.ok:
+            raise StepError(f"{self.target.name}: sudo install of {path} failed: {result.output}",
+                            hint="the SSH user needs passwordless sudo (ssh.become) on this host")
 
 
 class DatabaseSession:

@@ -173,6 +173,7 @@ class SSHSettings(Model):
     strict_host_keys: bool = True
     connect_timeout: float = Field(10, gt=0)
     command_timeout: float = Field(300, gt=0)
+    become: bool = Field(False, description="run commands and installs through `sudo -n` (login user is not root)")
 
 
 class Host(Model):
@@ -180,6 +181,7 @@ class Host(Model):
     port: int | None = Field(None, ge=1, le=65535)
     user: str | None = None
     connection: Literal["ssh", "local"] | None = None
+    become: bool | None = None
     vars: HostSettings = Field(default_factory=HostSettings)
 
 
@@ -206,6 +208,7 @@ class HostTarget:
     user: str
     connection: Literal["ssh", "local"]
     settings: HostSettings
+    become: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -451,6 +454,7 @@ class Environment(Model):
                     user=host.user or self.ssh.user,
                     connection=host.connection or self.connection,
                     settings=settings,
+                    become=self.ssh.become if host.become is None else host.become,
                 )
         return list(found.values())
 

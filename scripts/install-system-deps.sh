@@ -22,7 +22,7 @@ declare -A PROVIDER=([postgresql-contrib-15]=postgresql-15)
 PACKAGES=(
   openssh-server openssh-client nginx-light certbot pebble logrotate
   postgresql-contrib-15 postgresql-client-15 redis-server redis-tools procps rsync
-  python3 python3-venv python3-pip
+  python3 python3-venv python3-pip sudo
 )
 
 installed() {

@@ -155,3 +155,19 @@ def test_production_changes_need_yes(
     assert run_cli("disk.check", "--env", "live").returncode == 0  # read-only tasks need no confirmation
     done = run_cli("logs.install-rotation", "--env", "live", "--yes")
     assert done.returncode == 0 and (root / rig_hosts[0].name / "etc/logrotate.d/indostar").is_file()
+
+
+def test_become_installs_through_sudo(
+    inventory: InventoryDir, ssh_rig: SshRig, rig_hosts: list[RigHost], tmp_path: Path,
+) -> None:
+    """With ssh.become the config is staged in a private temp file and `sudo install`ed: mode 0644, no leftovers."""
+    root = tmp_path / "hosts"
+    data = rig_inventory(ssh_rig, rig_hosts[:1], root)
+    data["ssh"]["become"] = True
+    inventory.write("rig", data)
+    code, doc = cli_json("logs.install-rotation", "--env", "rig")
+    assert code == 0, doc
+    installed = root / rig_hosts[0].name / "etc/logrotate.d/indostar"
+    assert oct(installed.stat().st_mode & 0o777) == "0o644" and installed.stat().st_uid == 0
+    code, again = cli_json("logs.install-rotation", "--env", "rig")
+    assert code == 0 and again["counts"]["changed"] == 0

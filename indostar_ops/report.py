@@ -1,6 +1,8 @@
-"""What the operator sees: per-target progress as results arrive, then an ok/changed/skipped/failed table.
+"""What the operator sees: per-target progress as results arrive, then an ok/changed/skipped/failed summary.
 
-`--json` replaces all of it with one JSON document on stdout.
+On a terminal it is colored (rich); otherwise (CI logs, pipes) plain lines that grep well, which also
+keeps rich's import off the start-up path of scripted runs. `--json` replaces all of it with one JSON
+document on stdout.
 """
 
 from __future__ import annotations
@@ -10,72 +12,81 @@ import sys
 import threading
 from typing import IO, Any
 
-from .results import RunResult, TargetResult
+from .results import STATUSES, RunResult, TargetResult
 
 __all__ = ["ConsoleReporter", "print_json", "print_summary"]
 
 _STYLE = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red"}
 _SEVERITY_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
+_INDENT = " " * 13
 
 
-def _console(stream: IO[str]) -> Any:
-    from rich.console import Console
+class _Writer:
+    """Prints markup-free text; adds rich colors only when the stream is a terminal."""
 
-    return Console(file=stream, highlight=False, soft_wrap=True)
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.console: Any = None
+        if stream.isatty():
+            from rich.console import Console
+
+            self.console = Console(file=stream, highlight=False, soft_wrap=True)
+
+    def line(self, text: str, style: str | None = None, *, parts: list[tuple[str, str | None]] | None = None) -> None:
+        if self.console is None:
+            self.stream.write("".join(t for t, _ in parts) if parts else text)
+            self.stream.write("\n")
+            return
+        from rich.text import Text
+
+        rendered = Text()
+        for chunk, chunk_style in parts or [(text, style)]:
+            rendered.append(chunk, style=chunk_style)
+        self.console.print(rendered)
 
 
 class ConsoleReporter:
-    """Prints one line per (step, target) as it finishes; diffs for changes. Thread-safe."""
+    """Prints one line per (step, target) as it finishes, with diffs and actions. Thread-safe."""
 
     def __init__(self, *, check: bool, stream: IO[str] | None = None, show_diff: bool = True) -> None:
-        self.console = _console(stream or sys.stdout)
+        self.out = _Writer(stream or sys.stdout)
         self.check = check
         self.show_diff = show_diff
         self._lock = threading.Lock()
 
     def __call__(self, result: TargetResult) -> None:
-        from rich.markup import escape
-
         status = "would change" if self.check and result.changed else result.status
-        style = _STYLE[result.status]
-        severity = ""
-        if result.severity is not None:
-            sev = result.severity.name
-            severity = f" [{_SEVERITY_STYLE[sev]}]{sev}[/]"
         detail = result.error or result.reason or "; ".join(c.summary for c in result.changes)
+        parts: list[tuple[str, str | None]] = [(f"{status:>12} ", _STYLE[result.status]), (f"{result.step} ", None),
+                                               (result.target, "bold")]
+        if result.severity is not None:
+            parts.append((f" {result.severity.name}", _SEVERITY_STYLE[result.severity.name]))
+        parts.append((f" ({result.duration:.2f}s)" + (f": {detail}" if detail else ""), None))
         with self._lock:
-            self.console.print(
-                f"[{style}]{status:>12}[/] {escape(result.step)} [bold]{escape(result.target)}[/]"
-                f"{severity} ({result.duration:.2f}s)" + (f": {escape(detail)}" if detail else ""),
-            )
+            self.out.line("", parts=parts)
             if self.show_diff:
                 for change in result.changes:
-                    if change.diff:
-                        for line in change.diff.rstrip("\n").splitlines():
-                            color = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-                            self.console.print(f"             [{color}]{escape(line)}[/]")
+                    for diff_line in (change.diff or "").rstrip("\n").splitlines():
+                        color = "green" if diff_line.startswith("+") else "red" if diff_line.startswith("-") else "dim"
+                        self.out.line(_INDENT + diff_line, color)
             for action in result.actions:
-                self.console.print(f"             [dim]-> {escape(str(action.get('summary')))}[/]")
+                self.out.line(f"{_INDENT}-> {action.get('summary')}", "dim")
 
 
 def print_summary(result: RunResult, stream: IO[str] | None = None) -> None:
-    from rich.table import Table
-
-    console = _console(stream or sys.stdout)
-    table = Table(title=f"{result.task} on {result.env}" + (" (check mode: nothing written)" if result.check else ""),
-                  title_justify="left")
-    for column in ("ok", "changed", "skipped", "failed"):
-        table.add_column(column, justify="right", style=_STYLE[column])
+    out = _Writer(stream or sys.stdout)
     counts = result.counts
-    table.add_row(*(str(counts[c]) for c in ("ok", "changed", "skipped", "failed")))
-    console.print(table)
+    parts: list[tuple[str, str | None]] = [(f"{result.task} on {result.env}:", "bold")]
+    for status in STATUSES:
+        parts.append((f" {status}={counts[status]}", _STYLE[status] if counts[status] else None))
+    if result.check:
+        parts.append((" (check mode: nothing written)", "cyan"))
+    out.line("", parts=parts)
     if result.failed:
-        from rich.markup import escape
-
-        console.print("[bold red]Failed:[/]")
+        out.line("Failed:", "bold red")
         for r in result.failed:
-            console.print(f"  [red]{escape(r.step)} on {escape(r.target)}[/]: {escape(r.error or '')}")
-    console.print(f"run {result.run_id} in {result.duration:.2f}s; journal: {result.journal}")
+            out.line("", parts=[(f"  {r.step} on {r.target}", "red"), (f": {r.error}", None)])
+    out.line(f"run {result.run_id} in {result.duration:.2f}s; journal: {result.journal}", "dim")
 
 
 def print_json(document: dict[str, Any], stream: IO[str] | None = None) -> None:

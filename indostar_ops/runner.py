@@ -146,10 +146,15 @@ class Runner:
 
     def _retry(self, fn: Callable[[], T]) -> T:
         """Reads are safe to repeat: retry transient failures (timeouts, dropped links) with backoff."""
+        try:
+            return fn()
+        except TransientError:
+            if self.attempts <= 1:
+                raise
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
         for attempt in Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(self.attempts - 1),
             wait=wait_exponential(multiplier=0.3, max=3),
             retry=retry_if_exception_type(TransientError),
             reraise=True,

@@ -16,10 +16,14 @@ LineMap = dict[tuple[str, ...], str]
 
 def read_yaml_mapping(path: Path, error: type[UsageError] = UsageError) -> tuple[dict[str, Any], LineMap]:
     """Parse a YAML file whose top level is a mapping; syntax errors name the file, line and column."""
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~6x faster than pure Python
     try:
-        text = path.read_text()
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) if node is not None else {}
+        loader = loader_class(path.read_text())
+        try:
+            node = loader.get_single_node()  # parse once: the node tree gives the lines...
+            data = loader.construct_document(node) if node is not None else {}  # ...and the data
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

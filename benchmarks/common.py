@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec.structs
 import yaml
 
 from tests.rig import sshd as rig_module
@@ -111,7 +112,7 @@ class Fleet:
             "user": self.rig.user,
             "key_file": str(self.rig.client_key),
             "known_hosts": str(self.rig.known_hosts),
-            "policy": LogrotatePolicy().model_dump(),
+            "policy": msgspec.structs.asdict(LogrotatePolicy()),
             "hosts": [
                 {
                     "name": h.name,

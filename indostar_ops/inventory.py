@@ -2,30 +2,28 @@
 
 Everything is checked before anything connects. Errors name the file, the line,
 the dotted key and what was expected; an unknown key suggests the nearest known one.
+
+The models are msgspec Structs: validating with them costs a few milliseconds at start-up where
+pydantic's model building cost about 100 ms, which every CLI run and every fan-out paid.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import string
+import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+import msgspec
+from msgspec import Meta, Struct, field
 
 from .errors import InventoryError, UnknownEnvironment
 from .secrets import Redactor, Secret
@@ -45,14 +43,14 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class Model(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Inventory sections: unknown keys are errors, every field has a type checked at load time."""
 
 
 # ---------------------------------------------------------------- thresholds
 
 
-class Threshold(Model):
+class Threshold(Model, kw_only=True):
     """Warning/critical pair. If critical < warning, lower values are worse (e.g. days left)."""
 
     warning: float
@@ -69,10 +67,10 @@ class Threshold(Model):
 
 
 def _t(warning: float, critical: float) -> Any:
-    return Field(default_factory=lambda: Threshold(warning=warning, critical=critical))
+    return field(default_factory=lambda: Threshold(warning=warning, critical=critical))
 
 
-class Thresholds(Model):
+class Thresholds(Model, kw_only=True):
     """The runbook's alert-threshold table, plus the ones its procedures imply."""
 
     response_time_s: Threshold = _t(1, 2)
@@ -88,113 +86,105 @@ class Thresholds(Model):
 # ---------------------------------------------------------------- hosts
 
 
-class LogrotatePolicy(Model):
+class LogrotatePolicy(Model, kw_only=True):
     """The runbook's rotation policy: daily, rotate 7, compress, delaycompress, missingok, notifempty."""
 
     frequency: Literal["daily", "weekly", "monthly"] = "daily"
-    rotate: int = Field(7, ge=1, le=365)
+    rotate: Annotated[int, Meta(ge=1, le=365)] = 7
     compress: bool = True
     delaycompress: bool = True
     missingok: bool = True
     notifempty: bool = True
     copytruncate: bool = False
-    su: str | None = Field(None, description="'user group' for logrotate's su directive")
+    su: str | None = None  # 'user group' for logrotate's su directive
 
 
-class NginxSettings(Model):
+class NginxSettings(Model, kw_only=True):
     """How to test/reload this host's nginx, and where its maintenance mode lives (nginx strategy)."""
 
-    command: list[str] = Field(default_factory=lambda: ["nginx"],
-                               description="argv prefix for `-t` / `-s reload`, e.g. [nginx, -c, CONF]")
-    reload_command: list[str] | None = Field(None, description="reload argv instead of `<command> -s reload`, "
-                                             "e.g. [systemctl, reload, nginx]")
-    maintenance_snippet: str = Field("/etc/nginx/snippets/indostar-maintenance.conf",
-                                     description="file every server block includes; written by maintenance.on")
-    maintenance_flag: str = Field("/var/lib/indostar-ops/maintenance.on",
-                                  description="maintenance is on while this file exists")
+    # argv prefix for `-t` / `-s reload`, e.g. [nginx, -c, CONF]
+    command: list[str] = field(default_factory=lambda: ["nginx"])
+    # reload argv instead of `<command> -s reload`, e.g. [systemctl, reload, nginx]
+    reload_command: list[str] | None = None
+    # file every server block includes; written by maintenance.on
+    maintenance_snippet: str = "/etc/nginx/snippets/indostar-maintenance.conf"
+    maintenance_flag: str = "/var/lib/indostar-ops/maintenance.on"  # maintenance is on while this file exists
     maintenance_page_dir: str = "/var/www/indostar-maintenance"
-    maintenance_exempt: list[str] = Field(default_factory=list,
-                                          description="exact URIs still proxied in maintenance (e.g. /health)")
-    probe_url: str | None = Field(None, description="URL reaching this host's nginx, to verify maintenance mode")
-    probe_host: str | None = Field(None, description="Host header sent with probe_url")
-    probe_wait_s: float = Field(10, gt=0, description="how long on/off wait for the site to follow the flag")
+    # exact URIs still proxied in maintenance (e.g. /health)
+    maintenance_exempt: list[str] = field(default_factory=list)
+    probe_url: str | None = None  # URL reaching this host's nginx, to verify maintenance mode
+    probe_host: str | None = None  # Host header sent with probe_url
+    probe_wait_s: Annotated[float, Meta(gt=0)] = 10  # how long on/off wait for the site to follow the flag
 
 
-class CertbotSettings(Model):
+class CertbotSettings(Model, kw_only=True):
     """certbot on this host: command prefix (may start with `env VAR=...`) and extra options."""
 
-    command: list[str] = Field(default_factory=lambda: ["certbot"])
-    options: list[str] = Field(default_factory=list, description="e.g. --config-dir, --server for a private ACME CA")
-    renew_before_days: float = Field(30, ge=0, description="certbot's renewal window (renew_before_expiry)")
-    timeout: float = Field(600, gt=0)
+    command: list[str] = field(default_factory=lambda: ["certbot"])
+    options: list[str] = field(default_factory=list)  # e.g. --config-dir, --server for a private ACME CA
+    renew_before_days: Annotated[float, Meta(ge=0)] = 30  # certbot's renewal window (renew_before_expiry)
+    timeout: Annotated[float, Meta(gt=0)] = 600
 
 
-class CertificateSettings(Model):
+class CertificateSettings(Model, kw_only=True):
     """One certificate served by this host's nginx and managed by certbot."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="certbot cert-name (lineage)")
-    path: str | None = Field(None, description="certificate file on the host; default "
-                             "<certbot --config-dir or /etc/letsencrypt>/live/<name>/fullchain.pem")
-    endpoint: str | None = Field(None, description="host:port serving it; default <host address>:443")
-    sni: str | None = Field(None, description="TLS server name; default the cert name")
-    ca_file: str | None = Field(None, description="local CA bundle to verify the served chain; default system")
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]  # certbot cert-name (lineage)
+    # certificate file on the host; default <certbot --config-dir or /etc/letsencrypt>/live/<name>/fullchain.pem
+    path: str | None = None
+    endpoint: str | None = None  # host:port serving it; default <host address>:443
+    sni: str | None = None  # TLS server name; default the cert name
+    ca_file: str | None = None  # local CA bundle to verify the served chain; default system
 
 
-class DockerSettings(Model):
+class DockerSettings(Model, kw_only=True):
     enabled: bool = True
-    command: list[str] = Field(default_factory=lambda: ["docker"])
-    data_root: str = Field("/var/lib/docker", description="filesystem whose use gates `docker.prune --if-over`")
+    command: list[str] = field(default_factory=lambda: ["docker"])
+    data_root: str = "/var/lib/docker"  # filesystem whose use gates `docker.prune --if-over`
 
 
-class HostSettings(Model):
+class HostSettings(Model, kw_only=True):
     """Per-host variables; group `vars` apply to every host, host `vars` override per key."""
 
-    log_dirs: list[str] = Field(default_factory=lambda: ["/var/log/indostar"])
-    log_patterns: list[str] = Field(default_factory=lambda: ["*.log"])
+    log_dirs: list[str] = field(default_factory=lambda: ["/var/log/indostar"])
+    log_patterns: list[str] = field(default_factory=lambda: ["*.log"])
     logrotate_config: str = "/etc/logrotate.d/indostar"
-    logrotate: LogrotatePolicy = Field(default_factory=LogrotatePolicy)
-    disk_paths: list[str] = Field(default_factory=lambda: ["/"], description="filesystems df checks")
-    disk_report_roots: list[str] = Field(default_factory=lambda: ["/var/log", "/var/lib/docker", "/tmp"])
-    tmp_dirs: list[str] = Field(default_factory=lambda: ["/tmp/indostar"])
-    backup_dir: str = Field("/var/backups/indostar-ops", description="where replaced files are kept")
-    path_prefix: list[str] = Field(default_factory=list, description="prepended to PATH for commands")
-    nginx: NginxSettings = Field(default_factory=NginxSettings)
-    certbot: CertbotSettings = Field(default_factory=CertbotSettings)
-    certificates: list[CertificateSettings] = Field(default_factory=list)
-    docker: DockerSettings = Field(default_factory=DockerSettings)
+    logrotate: LogrotatePolicy = field(default_factory=LogrotatePolicy)
+    disk_paths: list[str] = field(default_factory=lambda: ["/"])  # filesystems df checks
+    disk_report_roots: list[str] = field(default_factory=lambda: ["/var/log", "/var/lib/docker", "/tmp"])
+    tmp_dirs: list[str] = field(default_factory=lambda: ["/tmp/indostar"])
+    backup_dir: str = "/var/backups/indostar-ops"  # where replaced files are kept
+    path_prefix: list[str] = field(default_factory=list)  # prepended to PATH for commands
+    nginx: NginxSettings = field(default_factory=NginxSettings)
+    certbot: CertbotSettings = field(default_factory=CertbotSettings)
+    certificates: list[CertificateSettings] = field(default_factory=list)
+    docker: DockerSettings = field(default_factory=DockerSettings)
 
 
-class SSHSettings(Model):
+class SSHSettings(Model, kw_only=True):
     user: str = "root"
-    port: int = Field(22, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 22
     key_file: str | None = None
     key_passphrase: Secret | None = None
     known_hosts: str | None = None
     strict_host_keys: bool = True
-    connect_timeout: float = Field(10, gt=0)
-    command_timeout: float = Field(300, gt=0)
-    become: bool = Field(False, description="run commands and installs through `sudo -n` (login user is not root)")
+    connect_timeout: Annotated[float, Meta(gt=0)] = 10
+    command_timeout: Annotated[float, Meta(gt=0)] = 300
+    become: bool = False  # run commands and installs through `sudo -n` (login user is not root)
 
 
-class Host(Model):
+class Host(Model, kw_only=True):
     address: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     user: str | None = None
     connection: Literal["ssh", "local"] | None = None
     become: bool | None = None
-    vars: HostSettings = Field(default_factory=HostSettings)
+    vars: HostSettings = field(default_factory=HostSettings)
 
 
-class Group(Model):
-    vars: HostSettings = Field(default_factory=HostSettings)
-    hosts: dict[str, Host] = Field(default_factory=dict)
-
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _list_of_names(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return {name: {} for name in value}
-        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, dict) else value
+class Group(Model, kw_only=True):
+    vars: HostSettings = field(default_factory=HostSettings)
+    hosts: dict[str, Host] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,127 +207,137 @@ class HostTarget:
 # ---------------------------------------------------------------- services
 
 
-class MaintenanceWindow(Model):
-    start: time = time(2, 0)
-    end: time = time(4, 0)
+_HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class MaintenanceWindow(Model, kw_only=True):
+    """Local time of day in the environment's timezone, "HH:MM" (quote it in YAML: 02:00 unquoted is 120)."""
+
+    start: _HHMM = "02:00"
+    end: _HHMM = "04:00"
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
 
     def contains(self, moment: datetime) -> bool:
         now = moment.timetz().replace(tzinfo=None)
-        if self.start <= self.end:
-            return self.start <= now < self.end
-        return now >= self.start or now < self.end
+        start, end = self.start_time, self.end_time
+        if start <= end:
+            return start <= now < end
+        return now >= start or now < end
 
 
-class MaintenanceSettings(Model):
-    window: MaintenanceWindow = Field(default_factory=MaintenanceWindow)
+class MaintenanceSettings(Model, kw_only=True):
+    window: MaintenanceWindow = field(default_factory=MaintenanceWindow)
     strategy: Literal["nginx", "alb", "none"] = "nginx"
-    notice_hours: float = Field(24, ge=0)
+    notice_hours: Annotated[float, Meta(ge=0)] = 24
 
 
-class KubernetesPlatform(Model):
-    kind: Literal["kubernetes"]
+class KubernetesPlatform(Model, kw_only=True, tag_field="kind", tag="kubernetes"):
+    kind: ClassVar[str] = "kubernetes"
     context: str | None = None
     kubeconfig: str | None = None
     namespace: str = "indostar-naturals"
-    components: dict[str, str] = Field(
-        default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"},
-        description="component -> deployment name",
-    )
-    replicas: dict[str, int] = Field(default_factory=dict, description="expected replicas per component")
+    # component -> deployment name
+    components: dict[str, str] = field(default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"})
+    replicas: dict[str, int] = field(default_factory=dict)  # expected replicas per component
 
 
-class ComposePlatform(Model):
-    kind: Literal["compose"]
+class ComposePlatform(Model, kw_only=True, tag_field="kind", tag="compose"):
+    kind: ClassVar[str] = "compose"
     host: str
     project_dir: str
-    components: dict[str, str] = Field(
-        default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"},
-    )
-    replicas: dict[str, int] = Field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"})
+    replicas: dict[str, int] = field(default_factory=dict)
 
 
-class EcsPlatform(Model):
-    kind: Literal["ecs"]
+class EcsPlatform(Model, kw_only=True, tag_field="kind", tag="ecs"):
+    kind: ClassVar[str] = "ecs"
     cluster: str
-    components: dict[str, str] = Field(default_factory=dict, description="component -> ECS service")
-    replicas: dict[str, int] = Field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)  # component -> ECS service
+    replicas: dict[str, int] = field(default_factory=dict)
 
 
-Platform = Annotated[KubernetesPlatform | ComposePlatform | EcsPlatform, Field(discriminator="kind")]
+Platform = KubernetesPlatform | ComposePlatform | EcsPlatform
 
 
-class DatabaseSettings(Model):
+class DatabaseSettings(Model, kw_only=True):
     host: str = "127.0.0.1"
-    port: int = Field(5432, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 5432
     name: str
     user: str
     password: Secret | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     rds_instance: str | None = None
-    admin_user: str | None = Field(None, description="role for maintenance (VACUUM, terminate); default: user")
+    admin_user: str | None = None  # role for maintenance (VACUUM, terminate); default: user
     admin_password: Secret | None = None
-    connect_timeout: int = Field(10, ge=1)
+    connect_timeout: Annotated[int, Meta(ge=1)] = 10
     statement_timeout: str = "5min"
     lock_timeout: str = "5s"
-    maintenance_timeout: str = Field("3h", description="statement_timeout for VACUUM/ANALYZE/REINDEX statements")
-    vacuum_dead_pct: float = Field(10, ge=0, le=100, description="db.vacuum: dead rows above this % of all rows")
-    vacuum_min_dead_rows: int = Field(50, ge=0, description="db.vacuum: ...and at least this many dead rows")
-    analyze_stale_pct: float = Field(10, ge=0, description="db.analyze: rows changed since ANALYZE, % of rows")
-    analyze_min_rows: int = Field(50, ge=0, description="db.analyze: ...and at least this many changed rows")
-    reindex_bloat_pct: float = Field(30, ge=0, le=100, description="db.reindex: estimated index bloat above this %")
-    reindex_min_mb: float = Field(1, ge=0, description="db.reindex: leave indexes smaller than this alone")
-    idle_minutes: float = Field(10, gt=0, description="db.kill-idle: idle longer than this (runbook: 10)")
-    long_query_minutes: float = Field(5, gt=0, description="db.kill-long: running longer than this (runbook: 5)")
-    kill_long_max: int = Field(5, ge=1, description="db.kill-long: never terminate more than this per run")
-    lock_wait_critical_s: float = Field(60, gt=0, description="db.locks: CRITICAL once a session waits this long")
-    pool_size: int = Field(10, ge=1, description="the application's SQLAlchemy pool_size per instance")
-    max_overflow: int = Field(10, ge=0, description="the application's SQLAlchemy max_overflow per instance")
-    pool_components: list[str] = Field(default_factory=lambda: ["backend", "celery-worker"],
-                                       description="platform components with a connection pool")
+    maintenance_timeout: str = "3h"  # statement_timeout for VACUUM/ANALYZE/REINDEX statements
+    vacuum_dead_pct: Annotated[float, Meta(ge=0, le=100)] = 10  # db.vacuum: dead rows above this % of all rows
+    vacuum_min_dead_rows: Annotated[int, Meta(ge=0)] = 50  # db.vacuum: ...and at least this many dead rows
+    analyze_stale_pct: Annotated[float, Meta(ge=0)] = 10  # db.analyze: rows changed since ANALYZE, % of rows
+    analyze_min_rows: Annotated[int, Meta(ge=0)] = 50  # db.analyze: ...and at least this many changed rows
+    reindex_bloat_pct: Annotated[float, Meta(ge=0, le=100)] = 30  # db.reindex: estimated index bloat above this %
+    reindex_min_mb: Annotated[float, Meta(ge=0)] = 1  # db.reindex: leave indexes smaller than this alone
+    idle_minutes: Annotated[float, Meta(gt=0)] = 10  # db.kill-idle: idle longer than this (runbook: 10)
+    long_query_minutes: Annotated[float, Meta(gt=0)] = 5  # db.kill-long: running longer than this (runbook: 5)
+    kill_long_max: Annotated[int, Meta(ge=1)] = 5  # db.kill-long: never terminate more than this per run
+    lock_wait_critical_s: Annotated[float, Meta(gt=0)] = 60  # db.locks: CRITICAL once a session waits this long
+    pool_size: Annotated[int, Meta(ge=1)] = 10  # the application's SQLAlchemy pool_size per instance
+    max_overflow: Annotated[int, Meta(ge=0)] = 10  # the application's SQLAlchemy max_overflow per instance
+    # platform components with a connection pool
+    pool_components: list[str] = field(default_factory=lambda: ["backend", "celery-worker"])
 
 
-class RedisSettings(Model):
+class RedisSettings(Model, kw_only=True):
     url: str = "redis://127.0.0.1:6379/0"
     password: Secret | None = None
-    socket_timeout: float = Field(5, gt=0)
-    queues: list[str] = Field(default_factory=lambda: ["celery"])
+    socket_timeout: Annotated[float, Meta(gt=0)] = 5
+    queues: list[str] = field(default_factory=lambda: ["celery"])
 
 
-class AwsSettings(Model):
+class AwsSettings(Model, kw_only=True):
     region: str = "ap-south-1"
     profile: str | None = None
-    endpoint_url: str | None = Field(None, description="local AWS (moto) for sandbox and tests")
-    max_attempts: int = Field(5, ge=1, le=20)
+    endpoint_url: str | None = None  # local AWS (moto) for sandbox and tests
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 5
     connect_timeout: float = 10
     read_timeout: float = 60
 
 
-class AlbSettings(Model):
+class AlbSettings(Model, kw_only=True):
     load_balancer: str
     listener_port: int = 443
     target_group: str | None = None
 
 
-class StatusPageSettings(Model):
+class StatusPageSettings(Model, kw_only=True):
     url: str
     page_id: str
     api_key: Secret | None = None
-    component_ids: list[str] = Field(default_factory=list)
+    component_ids: list[str] = field(default_factory=list)
 
 
-class ChatSettings(Model):
+class ChatSettings(Model, kw_only=True):
     webhook: Secret
     channel: str | None = None
 
 
-class NotificationSettings(Model):
+class NotificationSettings(Model, kw_only=True):
     status_page: StatusPageSettings | None = None
     chat: ChatSettings | None = None
-    outbox: str | None = Field(None, description="file to append notifications to (sandbox)")
+    outbox: str | None = None  # file to append notifications to (sandbox)
 
 
-class EscalationLevel(Model):
-    after_minutes: int = Field(ge=0)
+class EscalationLevel(Model, kw_only=True):
+    after_minutes: Annotated[int, Meta(ge=0)]
     who: str
     contact: Secret | None = None
 
@@ -351,12 +351,12 @@ def _default_escalation() -> list[EscalationLevel]:
     ]
 
 
-class SandboxSettings(Model):
+class SandboxSettings(Model, kw_only=True):
     moto_port: int = 14566
     nginx_port: int = 18088
 
 
-class Urls(Model):
+class Urls(Model, kw_only=True):
     site: str | None = None
     api: str | None = None
     health: str | None = None
@@ -366,56 +366,55 @@ class Urls(Model):
 # ---------------------------------------------------------------- environment
 
 
-class Environment(Model):
+class Environment(Model, kw_only=True, dict=True):
     """One environment (sandbox, staging, prod...) as the steps see it."""
 
     name: str
     description: str = ""
     tier: Literal["production", "staging", "development", "sandbox"]
     timezone: str = "Asia/Kolkata"
-    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     connection: Literal["ssh", "local"] = "ssh"
-    ssh: SSHSettings = Field(default_factory=SSHSettings)
-    parallelism: int = Field(32, ge=1, le=512)
-    groups: dict[str, Group] = Field(default_factory=dict)
-    urls: Urls = Field(default_factory=Urls)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    parallelism: Annotated[int, Meta(ge=1, le=512)] = 32
+    groups: dict[str, Group] = field(default_factory=dict)
+    urls: Urls = field(default_factory=Urls)
     platform: Platform | None = None
     database: DatabaseSettings | None = None
     redis: RedisSettings | None = None
     aws: AwsSettings | None = None
     alb: AlbSettings | None = None
-    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    escalation: list[EscalationLevel] = Field(default_factory=_default_escalation)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    escalation: list[EscalationLevel] = field(default_factory=_default_escalation)
     journal_dir: str | None = None
     sandbox: SandboxSettings | None = None
-    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Checks across fields that types alone cannot express: (key path, message)."""
+        found: list[tuple[tuple[str, ...], str]] = []
         try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Kolkata)") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _hosts_unique(self) -> Environment:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append((("timezone",), f"unknown time zone {self.timezone!r} (e.g. Asia/Kolkata)"))
         seen: dict[str, Host] = {}
-        for group in self.groups.values():
+        for group_name, group in self.groups.items():
             for name, host in group.hosts.items():
                 if name in seen and seen[name] != host:
-                    raise ValueError(f"host {name!r} is defined twice with different settings")
+                    found.append((("groups", group_name, "hosts", name),
+                                  f"host {name!r} is defined twice with different settings"))
                 seen[name] = host
-        return self
+        return found
 
     # -- derived views -------------------------------------------------------
 
     @property
     def redactor(self) -> Redactor:
         """Masks every secret of this environment that has been resolved so far."""
-        return self._redactor
+        redactor = self.__dict__.get("_redactor")
+        if redactor is None:
+            redactor = self.__dict__["_redactor"] = Redactor()
+        return redactor
 
     @property
     def is_production(self) -> bool:
@@ -443,9 +442,7 @@ class Environment(Model):
                     prev = found[name]
                     found[name] = HostTarget(**{**prev.__dict__, "groups": (*prev.groups, group_name)})
                     continue
-                settings = group.vars.model_copy(
-                    update={k: getattr(host.vars, k) for k in host.vars.model_fields_set},
-                )
+                settings = host.vars  # already merged over the group's vars at load time
                 found[name] = HostTarget(
                     name=name,
                     groups=(group_name,),
@@ -463,14 +460,22 @@ class Environment(Model):
 
     def public_dict(self) -> dict[str, Any]:
         """The environment as data, secrets shown as their references (for journal and backups)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return _drop_none(msgspec.to_builtins(self, enc_hook=str))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
 
 
 def _walk_secrets(value: Any) -> Iterator[Secret]:
     if isinstance(value, Secret):
         yield value
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
+    elif isinstance(value, Struct):
+        for name in value.__struct_fields__:
             yield from _walk_secrets(getattr(value, name))
     elif isinstance(value, dict):
         for item in value.values():
@@ -519,10 +524,18 @@ def load_environment(name: str, *, directory: Path | None = None) -> Environment
     raw.pop("extends", None)
     raw["name"] = name
     raw = _interpolate(raw, {"sandbox_root": str(sandbox_root()), "inventory_dir": str(directory.resolve())})
+    raw = _merge_host_vars(raw)
     try:
-        env = Environment.model_validate(raw)
-    except ValidationError as exc:
-        raise InventoryError(_format_errors(name, exc, lines), hint="fix the lines named above and run again") from None
+        env = msgspec.convert(raw, Environment, dec_hook=_decode_secret)
+    except msgspec.ValidationError as exc:
+        loc, message = _locate(str(exc), raw)
+        raise InventoryError(_format_error(name, loc, message, lines),
+                             hint="fix the line named above and run again") from None
+    problems = env.problems()
+    if problems:
+        loc, message = problems[0]
+        raise InventoryError(_format_error(name, loc, message, lines),
+                             hint="fix the line named above and run again")
     resolver = _aws_secret_resolver(env.aws) if env.aws is not None else None
     for secret in env.secrets():
         secret.bind(env.redactor, resolver)
@@ -584,58 +597,143 @@ def _interpolate(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def _format_errors(env_name: str, exc: ValidationError, lines: LineMap) -> str:
-    out = [f"inventory for environment {env_name!r} is invalid ({exc.error_count()} problem(s)):"]
-    for error in exc.errors():
-        loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-"))
-        loc = tuple(p for p in loc if p not in {"KubernetesPlatform", "ComposePlatform", "EcsPlatform"})
-        loc = tuple(p for p in loc if p not in {"kubernetes", "compose", "ecs"} or loc[:1] != ("platform",))
-        key = ".".join(loc) or "(top level)"
-        where = nearest_line(loc, lines)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            options = _fields_at(Environment, loc[:-1])
-            close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)
-            message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            if options and not close:
-                message += f"; known keys: {', '.join(sorted(options))}"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        else:
-            message = f"{message} (got {error.get('input')!r})"
-        out.append(f"  {where}: {key}: {message}")
-    return "\n".join(out)
+def _decode_secret(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
-    """Names of the fields of the model found by following `loc` from `model`."""
-    annotation: Any = model
-    for part in loc:
-        annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part)
-            if field is None:
-                return []
-            annotation = field.annotation
-        elif typing.get_origin(annotation) in (dict, list):
-            annotation = typing.get_args(annotation)[-1]
+def _merge_host_vars(raw: dict[str, Any]) -> dict[str, Any]:
+    """Host `vars` override their group's `vars` key by key; `hosts:` may be a list of names."""
+    groups = raw.get("groups")
+    if not isinstance(groups, dict):
+        return raw
+    merged_groups: dict[str, Any] = {}
+    for group_name, group in groups.items():
+        if not isinstance(group, dict):
+            merged_groups[group_name] = group
+            continue
+        hosts = group.get("hosts") or {}
+        if isinstance(hosts, list):
+            hosts = {str(name): {} for name in hosts}
+        group_vars = group.get("vars") or {}
+        if isinstance(hosts, dict) and isinstance(group_vars, dict):
+            hosts = {name: _with_vars(host, group_vars) for name, host in hosts.items()}
+        merged_groups[group_name] = {**group, "hosts": hosts}
+    return {**raw, "groups": merged_groups}
+
+
+def _with_vars(host: Any, group_vars: dict[str, Any]) -> Any:
+    host = {} if host is None else host
+    if not isinstance(host, dict) or not isinstance(host.get("vars", {}), dict):
+        return host
+    return {**host, "vars": {**group_vars, **(host.get("vars") or {})}}
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _locate(error: str, raw: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+    """msgspec's "message - at `$.a.b[0]`" as a key path; `[...]` (a dict key) is found in the data."""
+    match = _AT.match(error)
+    assert match is not None
+    message, path = match.group("message"), match.group("path") or ""
+    loc: list[str] = []
+    node: Any = raw
+    annotation: Any = Environment
+    for name, index in _PART.findall(path):
+        if index == "...":
+            value_type = typing.get_args(_unwrap(annotation))[-1]
+            bad = _first_invalid(node, value_type) if isinstance(node, dict) else None
+            name = bad if bad is not None else "..."
+        key = name or index
+        loc.append(key)
+        annotation = _child_type(annotation, key, node)
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
         else:
-            return []
+            node = None
+    extra = re.match(r"Object contains unknown field `(.+)`", message)
+    if extra:
+        loc.append(extra.group(1))
+    missing = re.match(r"Object missing required field `(.+)`", message)
+    if missing:
+        loc.append(missing.group(1))
+    return tuple(loc), message
+
+
+def _first_invalid(mapping: dict[str, Any], value_type: Any) -> str | None:
+    for key, value in mapping.items():
+        try:
+            msgspec.convert(_merge_host_vars({"groups": {"x": value}})["groups"]["x"]
+                            if _unwrap(value_type) is Group else value, value_type, dec_hook=_decode_secret)
+        except msgspec.ValidationError:
+            return str(key)
+    return None
+
+
+def _format_error(env_name: str, loc: tuple[str, ...], message: str, lines: LineMap) -> str:
+    key = ".".join(loc) or "(top level)"
+    where = nearest_line(loc, lines)
+    extra = re.match(r"Object contains unknown field `(.+)`", message)
+    if extra:
+        options = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)
+        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        if options and not close:
+            message += f"; known keys: {', '.join(sorted(options))}"
+    elif message.startswith("Object missing required field"):
+        message = "required key is missing"
+    elif message.startswith("Invalid value") and loc[-1:] == ("kind",):
+        message += " (expected one of: kubernetes, compose, ecs)"
+    if loc[-2:-1] == ("window",) and "Expected `str`, got `int`" in message:
+        message += ' (write times in quotes: "02:00")'
+    return f"inventory for environment {env_name!r} is invalid:\n  {where}: {key}: {message}"
+
+
+def _child_type(annotation: Any, key: str, node: Any) -> Any:
     annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
+    if isinstance(annotation, type) and issubclass(annotation, Struct):
+        for info in msgspec.structs.fields(annotation):
+            if info.name == key:
+                return info.type
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (dict, list):
+        return typing.get_args(annotation)[-1]
+    if origin in (typing.Union, types.UnionType) and isinstance(node, dict):
+        for option in typing.get_args(annotation):
+            if isinstance(option, type) and issubclass(option, Struct):
+                config = option.__struct_config__
+                if config.tag is not None and node.get(config.tag_field) == config.tag:
+                    return _child_type(option, key, node)
+    return None
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    """Names of the fields of the section found by following `loc` from the environment."""
+    annotation: Any = Environment
+    for part in loc:
+        annotation = _child_type(annotation, part, None)
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, Struct):
+        return list(annotation.__struct_fields__)
     return []
 
 
 def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated[...] and Optional[...] down to the one real type, when there is one."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is Annotated:
             annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-            models = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(models) != 1:
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(options) != 1:
                 return annotation
-            annotation = models[0]
+            annotation = options[0]
         else:
             return annotation

@@ -107,13 +107,3 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self.ref)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> Any:
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_after_validator_function(
-            lambda v: v if isinstance(v, Secret) else cls(v),
-            core_schema.union_schema([core_schema.is_instance_schema(Secret), core_schema.str_schema()]),
-            serialization=core_schema.plain_serializer_function_ser_schema(str),
-        )

@@ -26,7 +26,7 @@ def test_shipped_environments_describe_the_runbook_topology() -> None:
         "indostar-production", "indostar_naturals", "indostar_user")
     assert prod.aws is not None and prod.aws.region == "ap-south-1"
     assert prod.timezone == "Asia/Kolkata"
-    assert (prod.maintenance.window.start.hour, prod.maintenance.window.end.hour) == (2, 4)
+    assert (prod.maintenance.window.start_time.hour, prod.maintenance.window.end_time.hour) == (2, 4)
     assert [level.after_minutes for level in prod.escalation] == [15, 30, 60, 120]
     t = prod.thresholds
     assert (t.response_time_s.warning, t.response_time_s.critical) == (1, 2)
@@ -89,15 +89,29 @@ def test_unknown_key_suggests_the_nearest(inventory: InventoryDir) -> None:
     assert f"{path}:4: thresholds.disk_pcts: unknown key 'disk_pcts' (did you mean 'disk_pct'?)" in message
 
 
-def test_wrong_type_and_missing_key_are_both_reported(inventory: InventoryDir) -> None:
-    """Every problem is listed at once: a wrong type and a missing required key."""
-    inventory.write("bad", {"tier": "staging", "parallelism": "lots", "database": {"name": "x"}})
+def test_wrong_type_is_reported_with_its_line(inventory: InventoryDir) -> None:
+    """A value of the wrong type names its file, line, key and the expected type."""
+    path = inventory.write("bad", "tier: staging\nparallelism: lots\n")
     with pytest.raises(InventoryError) as err:
         load_environment("bad", directory=inventory.path)
-    message = str(err.value)
-    assert "parallelism: Input should be a valid integer" in message
-    assert "database.user: required key is missing" in message
-    assert "(2 problem(s))" in message and "tier:" not in message
+    assert f"{path}:2: parallelism: Expected `int`, got `str`" in str(err.value)
+
+
+def test_missing_key_is_reported_with_its_section(inventory: InventoryDir) -> None:
+    """A required key missing from a section names the section's line and the key."""
+    path = inventory.write("bad", "tier: staging\ndatabase:\n  name: x\n")
+    with pytest.raises(InventoryError) as err:
+        load_environment("bad", directory=inventory.path)
+    assert f"{path}:2: database.user: required key is missing" in str(err.value)
+
+
+def test_errors_inside_a_named_host_name_that_host(inventory: InventoryDir) -> None:
+    """An error in one host of a group names the group and the host, not just 'a host'."""
+    path = inventory.write("bad", "tier: staging\ngroups:\n  web:\n    hosts:\n      ok-1: {}\n"
+                                  "      bad-1: {port: 99999}\n")
+    with pytest.raises(InventoryError) as err:
+        load_environment("bad", directory=inventory.path)
+    assert f"{path}:6: groups.web.hosts.bad-1.port: Expected `int` <= 65535" in str(err.value)
 
 
 def test_missing_tier_is_reported(inventory: InventoryDir) -> None:

@@ -200,7 +200,7 @@ def render_maintenance(ctx: Context, target: HostTarget) -> tuple[str, str]:
         exempt=[_safe(target, uri, "maintenance_exempt", _SAFE_URI) for uri in s.maintenance_exempt],
     )
     window = ctx.env.maintenance.window
-    page = render_template("maintenance.html.j2", marker=MARKER, window_end=window.end.strftime("%H:%M"),
+    page = render_template("maintenance.html.j2", marker=MARKER, window_end=window.end,
                            timezone=ctx.env.timezone)
     return snippet, page
 

@@ -51,7 +51,7 @@ def full_vacuum_refusal(env: Environment, now: datetime | None = None) -> str | 
     if window.contains(moment):
         return None
     return (f"VACUUM FULL locks each table against reads and writes; on production ({env.name}) it runs only inside "
-            f"the maintenance window {window.start:%H:%M}-{window.end:%H:%M} {env.timezone} "
+            f"the maintenance window {window.start}-{window.end} {env.timezone} "
             f"(now {moment.astimezone(env.zone):%H:%M})")
 
 

@@ -7,6 +7,7 @@ nothing at all when the installed file already matches.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..connectors.shell import sh
-from ..errors import StepError, StepValueError
+from ..errors import StepError, StepValueError, VerificationFailed
 from ..step import Change, Plan, Step, unified_diff
 from ..templates import render_template
 
@@ -26,8 +27,11 @@ __all__ = ["InstallLogrotate"]
 
 _MISSING = 3
 _READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
-# $1 new file (already uploaded), $2 destination, $3 backup path ('' for none)
+# stdin: the new config; $1 staging path, $2 destination, $3 backup path ('' for none).
+# One round trip: stage, validate, back up, install, and re-read (sha256) for verify().
 _INSTALL = r"""
+umask 022
+cat > "$1" || { rm -f -- "$1"; exit 67; }
 out=$(logrotate -d "$1" 2>&1); rc=$?
 if [ $rc -ne 0 ] || printf '%s\n' "$out" | grep -q '^error:'; then
     rm -f -- "$1"; printf '%s\n' "$out" | grep -v '^warning: logrotate in debug mode' >&2; exit 65
@@ -35,7 +39,7 @@ fi
 if [ -n "$3" ] && [ -e "$2" ]; then
     mkdir -p -- "$(dirname -- "$3")" && cp -p -- "$2" "$3" || { rm -f -- "$1"; exit 66; }
 fi
-mv -f -- "$1" "$2"
+mv -f -- "$1" "$2" && sha256sum -- "$2"
 """
 
 
@@ -96,12 +100,22 @@ class InstallLogrotate(Step[RotationState]):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         backup = (posixpath.join(settings.backup_dir, posixpath.basename(dest) + "." + stamp)
                   if change.before is not None else "")
-        host.upload(change.after.encode(), staged, f"stage {staged}", mode=0o644)
         result = host.change(sh(_INSTALL, staged, dest, backup), change.summary
-                             + (f" (backup {backup})" if backup else ""), ok=(0, 65, 66))
+                             + (f" (backup {backup})" if backup else ""), ok=(0, 65, 66, 67), stdin=change.after)
+        if result.exit_code == 67:
+            raise StepError(f"{target.name}: cannot write {staged}: {result.stderr.strip()}",
+                            hint=f"check that {posixpath.dirname(dest)} exists and is writable")
         if result.exit_code == 65:
             raise StepError(f"{target.name}: logrotate -d rejected the rendered config; {dest} left unchanged:\n"
                             + result.stderr.strip(), hint="check the logrotate policy in the inventory")
         if result.exit_code == 66:
             raise StepError(f"{target.name}: could not back up {dest} to {backup}; nothing replaced",
                             hint=f"check that {settings.backup_dir} is writable")
+        plan.data["installed_sha256"] = result.stdout.split(" ", 1)[0]
+
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+        """The install script re-read the installed file (sha256): it must be exactly what was planned."""
+        wanted = hashlib.sha256(plan.changes[0].after.encode()).hexdigest()
+        if plan.data.get("installed_sha256") != wanted:
+            raise VerificationFailed(f"{target.name}: {target.settings.logrotate_config} does not hold the planned "
+                                     "content after installing it", hint="run again with --check to see the diff")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..connectors.shell import sh
-from ..errors import StepError, StepValueError, VerificationFailed
+from ..errors import CommandError, StepError, StepValueError, VerificationFailed
 from ..step import Change, Plan, Step, unified_diff
 from ..templates import render_template
 
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InstallLogrotate"]
 
-_MISSING = 3
-_READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
 # stdin: the new config; $1 staging path, $2 destination, $3 backup path ('' for none).
 # One round trip: stage, validate, back up, install, and re-read (sha256) for verify().
 _INSTALL = r"""
@@ -78,8 +76,14 @@ class InstallLogrotate(Step[RotationState]):
 
     def check(self, ctx: Context, target: HostTarget) -> RotationState:
         path = target.settings.logrotate_config
-        result = ctx.host(target).read(sh(_READ, path), ok=(0, _MISSING))
-        current = None if result.exit_code == _MISSING else result.stdout
+        host = ctx.host(target)
+        # A plain `cat` (no shell) keeps the common case, nothing to change, at one cheap round trip.
+        result = host.read(["cat", "--", path], ok=(0, 1))
+        current: str | None = result.stdout
+        if result.exit_code == 1:
+            if host.read(["test", "-e", path], ok=(0, 1)).exit_code == 0:
+                raise CommandError(target.name, f"cat -- {path}", 1, result.output)
+            current = None
         return RotationState(target, current, self.render(ctx, target))
 
     def plan(self, state: RotationState) -> Plan:

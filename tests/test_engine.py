@@ -222,3 +222,16 @@ def test_load_environment_is_importable_without_invoke(inventory: InventoryDir) 
     """Library use needs no Invoke: load_environment and Runner come from the package root."""
     inventory.write("x", {"tier": "development"})
     assert load_environment("x").name == "x"
+
+
+def test_indostar_ops_program_exits_2_on_usage_errors() -> None:
+    """`indostar-ops` (python -m indostar_ops) runs the same tasks; an unknown flag or task exits 2, not 1."""
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "indostar_ops", *args], cwd=REPO, capture_output=True,
+                              text=True, check=False)
+
+    bad_flag = run("logs.install-rotation", "--no-such-flag")
+    assert bad_flag.returncode == 2 and "--no-such-flag" in bad_flag.stderr
+    assert run("no.such-task").returncode == 2
+    listing = run("--list")
+    assert listing.returncode == 0 and "logs.install-rotation" in listing.stdout

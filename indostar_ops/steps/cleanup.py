@@ -1,7 +1,7 @@
 """Runbook "Out of Disk Space", immediate: clean old logs and temp files, without the runbook's foot-guns.
 
 The runbook says `find /var/log -name "*.log" -mtime +7 -delete` (which deletes
-*active* logs of every service) and `rm -rf /tmp/*` (which breaks running
+*active* logs of every service) and an `rm -rf` of everything under /tmp (which breaks running
 programs). Here:
 
 * only the inventory's directories are searched (`log_dirs`, `tmp_dirs`), each one

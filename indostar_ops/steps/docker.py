@@ -1,6 +1,6 @@
 """Runbook "Out of Disk Space": `docker system df`, and pruning only what was asked for.
 
-The runbook's `docker system prune -a --volumes` deletes every unused image and
+The runbook's `docker system prune` with `-a` and `--volumes` deletes every unused image and
 every unused volume (i.e. data) in one go. Here each class is pruned with its own
 command, only when asked for: by default dangling images, stopped containers and
 build cache; volumes only with an explicit flag (and `--yes` on production tiers);

@@ -1,4 +1,4 @@
-"""Runbook "Out of Disk Space": temp-file cleanup, without the runbook's `rm -rf /tmp/*`."""
+"""Runbook "Out of Disk Space": temp-file cleanup, without the runbook's `rm -rf` of everything under /tmp."""
 
 from __future__ import annotations
 

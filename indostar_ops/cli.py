@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import EXIT_USAGE, IndostarError, UsageError
+from .errors import EXIT_UNKNOWN, IndostarError, UsageError, exit_code_for
 
 if TYPE_CHECKING:
     from .context import Context
@@ -75,7 +75,7 @@ def run_steps(
         result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(
             sections.main, task=task, on_failure=sections.on_failure, always=sections.always)
     except IndostarError as exc:
-        fail(exc, json=json)
+        fail(exc, json=json, monitoring=monitoring)
     finally:
         if ctx is not None:
             ctx.close()
@@ -89,11 +89,17 @@ def run_steps(
     return result
 
 
-def fail(exc: IndostarError, *, json: bool) -> None:
-    """Report an error that stopped the run before (or instead of) any step, and exit."""
+def fail(exc: IndostarError, *, json: bool, monitoring: bool = False) -> None:
+    """Report an error that stopped the run before (or instead of) any step, and exit.
+
+    A monitoring check that cannot run (bad flag, inventory without what it checks) exits 3 = UNKNOWN,
+    as Nagios-style plugins do: exit 2 would read as CRITICAL to cron or an alerting pipeline.
+    """
     from invoke.exceptions import Exit
 
-    code = getattr(exc, "exit_code", EXIT_USAGE)
+    code = exit_code_for(exc)
+    if monitoring:
+        code = EXIT_UNKNOWN
     if json:
         from .report import print_json
 

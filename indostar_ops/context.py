@@ -2,17 +2,22 @@
 
 Each backend has exactly one write path here (`HostSession.change/upload`,
 `DatabaseSession.execute`, `RedisSession.change`, `AwsSession.call`,
-`HttpSession.send`). It records the action in the journal and refuses to run
-in check mode, so a dry run can never write, whichever backend a step uses.
+`HttpSession.send`). It journals `action.start` (with an idempotency key)
+before acting and `action.end` after, and refuses to run in check mode. The
+read handles are read-only themselves: check-mode SQL sessions run with
+`default_transaction_read_only=on`, the boto3 clients refuse anything but
+Describe/List/Get (a botocore hook), and the Redis client refuses writes.
 """
 
 from __future__ import annotations
 
 import getpass
+import itertools
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +45,9 @@ class Context:
     target: str | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     confirm: Callable[[str], bool] | None = None
+    step_id: str | None = None  # phase/name/hash(args): the step instance, for idempotency keys
+    deadline: float | None = None  # time.monotonic() by which waits must end (the window's end)
+    progress: Callable[[Any], None] | None = None  # receives poll.Progress events (console bar)
     _connectors: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -49,18 +57,42 @@ class Context:
 
             prepare(self.env)
 
-    def scoped(self, step: str, target: str) -> Context:
-        return replace(self, step=step, target=target, actions=[])
+    def scoped(self, step: str, target: str, step_id: str | None = None) -> Context:
+        return replace(self, step=step, target=target, step_id=step_id, actions=[])
 
     # -- journal ---------------------------------------------------------------
 
-    def record(self, kind: str, summary: str, **detail: Any) -> dict[str, Any]:
-        """Record one write action (already performed) for the report and the journal."""
-        action = self.env.redactor.data({"kind": kind, "summary": summary, **detail})
+    @contextmanager
+    def action(self, kind: str, summary: str, **detail: Any) -> Iterator[dict[str, Any]]:
+        """Journal the intent (`action.start`, idempotency key) before a write and the end after.
+
+        A command that timed out, or a run killed mid-write, still shows what may have run.
+        The body may add result fields (exit code, status) to the yielded dict.
+        """
+        key = f"{self.journal.run_id if self.journal else 'nojournal'}/{self.step_id or self.step}/" \
+              f"{self.target}/{next(_ACTION_SEQ)}"
+        if self.journal is not None:
+            self.journal.event("action.start", step=self.step, target=self.target, key=key, kind=kind,
+                               summary=summary, **detail)
+        result: dict[str, Any] = {}
+        started = time.monotonic()
+        try:
+            yield result
+        except BaseException as exc:
+            self._end(key, kind, summary, detail, result, started, error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._end(key, kind, summary, detail, result, started)
+
+    def _end(self, key: str, kind: str, summary: str, detail: dict[str, Any], result: dict[str, Any],
+             started: float, error: str | None = None) -> None:
+        record = {"kind": kind, "summary": summary, **detail, **result,
+                  "duration": round(time.monotonic() - started, 3)}
+        if error is not None:
+            record["error"] = error
+        action = self.env.redactor.data(record)
         self.actions.append(action)
         if self.journal is not None:
-            self.journal.event("action", step=self.step, target=self.target, **action)
-        return action
+            self.journal.event("action.end", step=self.step, target=self.target, key=key, **action)
 
     def _guard(self, what: str) -> None:
         if self.check:
@@ -100,15 +132,18 @@ class Context:
             from .sandbox import ensure_database
 
             ensure_database(self.env)
-        return DatabaseSession(self, self._cached(key, lambda: PostgresConnector(settings, admin=admin)))
+        return DatabaseSession(self, self._cached(
+            key, lambda: PostgresConnector(settings, admin=admin, read_only=self.check)))
 
-    def redis(self) -> RedisSession:
+    def redis(self, db: int | None = None) -> RedisSession:
+        """The inventory's Redis; `db` opens another logical database of the same server (cache.flush --db N)."""
         settings = self.env.redis
         if settings is None:
             raise InventoryError(f"environment {self.env.name!r} has no 'redis' section")
         from .connectors.redis import RedisConnector
 
-        return RedisSession(self, self._cached("redis", lambda: RedisConnector(settings)))
+        key = "redis" if db is None else f"redis:{db}"
+        return RedisSession(self, self._cached(key, lambda: RedisConnector(settings, db=db)))
 
     def aws(self) -> AwsSession:
         settings = self.env.aws
@@ -120,7 +155,7 @@ class Context:
             ensure_moto(self.env)
         from .connectors.aws import AwsConnector
 
-        connector = self._cached("aws", lambda: AwsConnector(settings))
+        connector = self._cached("aws", lambda: AwsConnector(settings, read_only=self.check))
         return AwsSession(self, connector)
 
     def http(self) -> HttpSession:
@@ -168,29 +203,24 @@ class HostSession:
         timeout: float | None = None,
     ) -> CommandResult:
         self.ctx._guard(render(argv))
-        result = self.connector.run(self._argv(argv), timeout=timeout, stdin=stdin)
-        self.ctx.record(
-            "command", summary, host=self.target.name, command=render(argv), exit_code=result.exit_code,
-            duration=round(result.duration, 3),
-        )
+        with self.ctx.action("command", summary, host=self.target.name, command=render(argv)) as end:
+            result = self.connector.run(self._argv(argv), timeout=timeout, stdin=stdin)
+            end["exit_code"] = result.exit_code
         if result.exit_code not in ok:
             raise CommandError(self.target.name, render(argv), result.exit_code, result.output)
         return result
 
     def upload(self, data: bytes, path: str, summary: str, *, mode: int | None = None) -> None:
         self.ctx._guard(f"upload {path}")
-        started = time.monotonic()
-        try:
-            if self.target.become:
-                self._put_as_root(data, path, mode)
-            else:
-                self.connector.put(data, path, mode)
-        except OSError as exc:
-            raise StepError(f"{self.target.name}: cannot write {path}: {exc.strerror or exc}",
-                            hint="check that the directory exists and is writable for the SSH user") from None
-        self.ctx.record("upload", summary, host=self.target.name, path=path, bytes=len(data),
-                        duration=round(time.monotonic() - started, 3))
-
+        with self.ctx.action("upload", summary, host=self.target.name, path=path, bytes=len(data)):
+            try:
+                if self.target.become:
+                    self._put_as_root(data, path, mode)
+                else:
+                    self.connector.put(data, path, mode)
+            except OSError as exc:
+                raise StepError(f"{self.target.name}: cannot write {path}: {exc.strerror or exc}",
+                                hint="check that the directory exists and is writable for the SSH user") from None
 
     def _put_as_root(self, data: bytes, path: str, mode: int | None) -> None:
         """Upload as the login user to a private temp file, then `sudo install` it into place."""
@@ -227,31 +257,33 @@ class DatabaseSession:
     def execute(self, query: Any, params: Any = None, *, summary: str) -> str:
         text = self.sql_text(query)
         self.ctx._guard(text)
-        started = time.monotonic()
-        status = self.connector.execute(query, params)
-        self.ctx.record("sql", summary, database=self.where, sql=text, status=status,
-                        duration=round(time.monotonic() - started, 3))
+        with self.ctx.action("sql", summary, database=self.where, sql=text) as end:
+            status = self.connector.execute(query, params)
+            end["status"] = status
         return status
 
 
 class RedisSession:
-    """Redis: `client` for reads, `change` as the only write path."""
+    """Redis: `client` for reads (it refuses writes), `change` as the only write path."""
 
     def __init__(self, ctx: Context, connector: Any) -> None:
         self.ctx = ctx
-        self.client = connector.client
+        self.client = connector.reader
+        self._writer = connector.client
         self.where = connector.where
+        self.db: int = connector.db
 
     def change(self, *command: Any, summary: str) -> Any:
         text = " ".join(str(c) for c in command)
+        if len(text) > 500:
+            text = text[:500] + f"... ({len(command)} arguments)"
         self.ctx._guard(text)
-        result = self.client.execute_command(*command)
-        self.ctx.record("redis", summary, redis=self.where, command=text)
-        return result
+        with self.ctx.action("redis", summary, redis=self.where, command=text):
+            return self._writer.execute_command(*command)
 
 
 class AwsSession:
-    """AWS: `client(service)` for describe/list/get calls, `call` as the only write path."""
+    """AWS: `client(service)` for Describe/List/Get (it refuses writes), `call` as the only write path."""
 
     def __init__(self, ctx: Context, connector: Any) -> None:
         self.ctx = ctx
@@ -260,13 +292,18 @@ class AwsSession:
     def client(self, service: str) -> Any:
         return self.connector.client(service)
 
-    def call(self, service: str, operation: str, *, summary: str, **params: Any) -> Any:
+    def call(self, service: str, operation: str, *, summary: str, journal_params: bool = True,
+             **params: Any) -> Any:
+        """One write. `journal_params=False` keeps a payload (a page body, a config file) out of the journal.
+
+        In check mode only an EC2-style `DryRun=True` request is sent (AWS validates it, changes nothing).
+        """
+        if params.get("DryRun"):
+            return getattr(self.connector.client(service), operation)(**params)
         self.ctx._guard(f"{service}.{operation}")
-        started = time.monotonic()
-        response = getattr(self.connector.client(service), operation)(**params)
-        self.ctx.record("aws", summary, call=f"{service}.{operation}", params=params,
-                        duration=round(time.monotonic() - started, 3))
-        return response
+        shown = params if journal_params else {k: "<not journaled>" for k in params}
+        with self.ctx.action("aws", summary, call=f"{service}.{operation}", params=shown), self.connector.writing():
+            return getattr(self.connector.client(service), operation)(**params)
 
 
 class HttpSession:
@@ -283,8 +320,9 @@ class HttpSession:
         headers: dict[str, str] | None = None, timeout: float = 10,
     ) -> tuple[int, bytes]:
         self.ctx._guard(f"{method} {url}")
-        status, body = _http(method, url, json_body, headers or {}, timeout)
-        self.ctx.record("http", summary, method=method, url=url, status=status)
+        with self.ctx.action("http", summary, method=method, url=url) as end:
+            status, body = _http(method, url, json_body, headers or {}, timeout)
+            end["status"] = status
         return status, body
 
 
@@ -302,6 +340,9 @@ def _http(method: str, url: str, json_body: Any, headers: dict[str, str], timeou
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
+
+
+_ACTION_SEQ = itertools.count(1)
 
 
 def _whoami() -> str:

@@ -11,19 +11,24 @@ __all__ = [
     "CommandError",
     "ConfirmationRequired",
     "ConnectionFailed",
+    "Declined",
     "IndostarError",
     "InventoryError",
     "StepError",
     "StepValueError",
     "TransientError",
     "UnknownEnvironment",
+    "Unreachable",
     "UsageError",
     "VerificationFailed",
+    "WaitTimeout",
+    "exit_code_for",
 ]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNKNOWN = 3  # monitoring checks: OK/WARNING/CRITICAL/UNKNOWN = 0/1/2/3
 
 
 class IndostarError(Exception):
@@ -55,6 +60,10 @@ class ConfirmationRequired(UsageError):
     """A production-tier change needs --yes (or an interactive confirmation)."""
 
 
+class Declined(UsageError):
+    """The operator answered no at the confirmation prompt: nothing was changed (status `declined`)."""
+
+
 class StepError(IndostarError):
     """A step failed on one target; the runner records it and carries on with the others."""
 
@@ -82,7 +91,23 @@ class TransientError(StepError):
 
 
 class ConnectionFailed(TransientError, ConnectionError):
-    """Could not reach a host or service."""
+    """An established connection dropped: worth one retry after reconnecting."""
+
+
+class Unreachable(StepError, ConnectionError):
+    """Could not connect, get a banner, agree on a host key or authenticate: never retried.
+
+    The runner reports it as status `unreachable` (like Ansible); a dead host costs one timeout.
+    """
+
+    def __init__(self, target: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{target}: unreachable: {reason}", hint=hint)
+        self.target = target
+        self.reason = reason
+
+
+class WaitTimeout(StepError):
+    """A wait (snapshot available, rollout done...) did not finish before its deadline."""
 
 
 class VerificationFailed(StepError):
@@ -91,3 +116,8 @@ class VerificationFailed(StepError):
 
 class CheckModeViolation(StepError):
     """A write reached a connector's write path during --check: a bug in the step, never executed."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from an error to a process exit code (results map statuses in results.py)."""
+    return int(getattr(exc, "exit_code", EXIT_FAILED)) if isinstance(exc, IndostarError) else EXIT_FAILED

@@ -16,7 +16,8 @@ from .results import STATUSES, RunResult, TargetResult
 
 __all__ = ["ConsoleReporter", "print_json", "print_summary"]
 
-_STYLE = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red"}
+_STYLE = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red", "unreachable": "bold red",
+          "declined": "magenta"}
 _SEVERITY_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
 _INDENT = " " * 13
 

@@ -6,32 +6,43 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import EXIT_FAILED, EXIT_OK, IndostarError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, IndostarError
 from .severity import Severity
-from .step import Change
+from .step import Change, Receipt
 
 __all__ = ["RunFailed", "RunResult", "Status", "TargetResult"]
 
-Status = Literal["ok", "changed", "skipped", "failed"]
-STATUSES: tuple[Status, ...] = ("ok", "changed", "skipped", "failed")
+Status = Literal["ok", "changed", "skipped", "failed", "unreachable", "declined"]
+STATUSES: tuple[Status, ...] = ("ok", "changed", "skipped", "failed", "unreachable", "declined")
+FAILED: frozenset[str] = frozenset({"failed", "unreachable"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TargetResult:
+    """One (step, target) result. Built by the runner and passed through its redactor exactly once."""
+
     step: str
     target: str
     status: Status
-    changes: list[Change] = field(default_factory=list)
+    changes: tuple[Change, ...] = ()
     reason: str | None = None
     error: str | None = None
-    actions: list[dict[str, Any]] = field(default_factory=list)
+    error_type: str | None = None  # the exception class, e.g. "Unreachable", "CommandError"
+    retryable: bool | None = None  # whether the error was a transient one (worth re-running)
+    actions: tuple[dict[str, Any], ...] = ()
     duration: float = 0.0
     severity: Severity | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    receipt: Receipt | None = None
+    step_id: str | None = None
 
     @property
     def changed(self) -> bool:
         return self.status == "changed"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -47,12 +58,18 @@ class TargetResult:
             out["reason"] = self.reason
         if self.error:
             out["error"] = self.error
+            out["error_type"] = self.error_type
+            out["retryable"] = bool(self.retryable)
         if self.actions:
-            out["actions"] = self.actions
+            out["actions"] = list(self.actions)
         if self.severity is not None:
             out["severity"] = self.severity.name
         if self.data:
             out["data"] = self.data
+        if self.receipt is not None:
+            out["undo"] = self.receipt.as_dict()
+        if self.step_id:
+            out["step_id"] = self.step_id
         return out
 
 
@@ -74,14 +91,27 @@ class RunResult:
     results: list[TargetResult] = field(default_factory=list)
     duration: float = 0.0
     journal: str | None = None
+    notes: list[str] = field(default_factory=list)  # run-level messages (deadline reached, undo ran...)
 
     @property
     def failed(self) -> list[TargetResult]:
-        return [r for r in self.results if r.status == "failed"]
+        return [r for r in self.results if r.failed]
+
+    @property
+    def declined(self) -> bool:
+        return any(r.status == "declined" for r in self.results)
 
     @property
     def succeeded(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.declined
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "failed"
+        if self.declined:
+            return "declined"
+        return "changed" if self.changed else "ok"
 
     @property
     def changed(self) -> bool:
@@ -100,9 +130,12 @@ class RunResult:
         return Severity.worst(levels)
 
     def exit_code(self, *, monitoring: bool = False) -> int:
+        """The one mapping from a run to an exit code: 0 ok, 1 failed, 2 declined; monitoring 0/1/2/3."""
         if monitoring:
             return int(self.severity)
-        return EXIT_OK if self.succeeded else EXIT_FAILED
+        if self.failed:
+            return EXIT_FAILED
+        return EXIT_USAGE if self.declined else EXIT_OK
 
     def raise_on_failure(self) -> RunResult:
         if self.failed:
@@ -118,7 +151,7 @@ class RunResult:
             "env": self.env,
             "task": self.task,
             "check": self.check,
-            "status": "failed" if self.failed else ("changed" if self.changed else "ok"),
+            "status": self.status,
             "counts": self.counts,
             "duration": round(self.duration, 3),
             "steps": [{"step": name, "targets": targets} for name, targets in steps.items()],
@@ -127,4 +160,6 @@ class RunResult:
             out["severity"] = self.severity.name
         if self.journal:
             out["journal"] = self.journal
+        if self.notes:
+            out["notes"] = self.notes
         return out

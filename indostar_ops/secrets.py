@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import InventoryError, UsageError
@@ -46,9 +46,9 @@ class Redactor:
         """Redact strings anywhere inside JSON-like data."""
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return {k: self.data(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.data(v) for v in value]
         if isinstance(value, Secret):
             return str(value)

@@ -81,7 +81,7 @@ def test_second_run_is_a_noop_with_a_reason(inventory: InventoryDir, tmp_path: P
     with Context(env) as ctx:
         again = Runner(ctx).run([TouchFlag()], task="lib")
     (r,) = again.results
-    assert (r.status, r.actions) == ("ok", []) and r.reason and r.reason.endswith("flag exists")
+    assert (r.status, r.actions) == ("ok", ()) and r.reason and r.reason.endswith("flag exists")
 
 
 class SneakyWrite(TouchFlag):
@@ -132,14 +132,14 @@ def test_transient_read_errors_are_retried(inventory: InventoryDir, tmp_path: Pa
 
 
 def test_production_refuses_changes_without_confirmation(inventory: InventoryDir, tmp_path: Path) -> None:
-    """No terminal and no --yes on a production tier: refused before anything runs; a 'no' skips."""
+    """No terminal and no --yes on a production tier: refused before anything runs; a 'no' is `declined` (exit 2)."""
     env = local_env(inventory, tmp_path / "h", ["a"], tier="production")
     with pytest.raises(ConfirmationRequired), Context(env, interactive=False) as ctx:
         Runner(ctx).run([TouchFlag()], task="lib")
     asked: list[str] = []
     with Context(env, interactive=True, confirm=lambda text: asked.append(text) or False) as ctx:
         declined = Runner(ctx).run([TouchFlag()], task="lib")
-    assert declined.results[0].status == "skipped" and "create" in asked[0]
+    assert declined.results[0].status == "declined" and "create" in asked[0] and declined.exit_code() == 2
     assert not (tmp_path / "h/a/flag").exists()
     with Context(env, assume_yes=True, interactive=False) as ctx:
         assert Runner(ctx).run([TouchFlag()], task="lib").results[0].status == "changed"
@@ -180,9 +180,11 @@ def test_journal_is_listed_and_shown(inventory: InventoryDir, tmp_path: Path) ->
     with Context(env) as ctx:
         result = Runner(ctx).run([TouchFlag()], task="lib")
     records = [json.loads(line) for line in Path(result.journal or "").read_text().splitlines()]
-    assert [r["event"] for r in records] == ["run.start", "step.start", "action", "target.result", "run.end"]
+    assert [r["event"] for r in records] == ["run.start", "step.start", "action.start", "action.end",
+                                             "target.result", "run.end"]
     assert records[0]["user"] and records[0]["env"] == "lib" and records[0]["task"] == "lib"
-    assert records[2]["command"].startswith("touch ") and records[3]["changed"] is True
+    assert records[2]["command"].startswith("touch ") and records[2]["key"] == records[3]["key"]
+    assert records[3]["exit_code"] == 0 and records[4]["changed"] is True
 
     code, listing = cli_json("runs.list")
     assert code == 0 and listing["runs"][0]["run_id"] == result.run_id

@@ -150,5 +150,7 @@ def test_cli_inventory_errors_exit_2_and_run_nothing(inventory: InventoryDir, tm
     assert proc.returncode == 2
     assert "unknown key 'adress' (did you mean 'address'?)" in proc.stderr
     assert not (tmp_path / "journal").exists()
-    code, doc = cli_json("disk.check", "--env", "nope")
+    code, doc = cli_json("logs.install-rotation", "--env", "nope", "--check")
     assert code == 2 and "unknown environment 'nope'" in doc["error"]
+    code, doc = cli_json("disk.check", "--env", "nope")  # a monitoring check that cannot run is UNKNOWN
+    assert code == 3 and "unknown environment 'nope'" in doc["error"]

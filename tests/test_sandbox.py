@@ -47,7 +47,8 @@ def test_fresh_sandbox_runs_the_readme_job_twice(sandbox: str, tmp_path: Path) -
     assert code == 0 and first["counts"]["changed"] == 2
     assert (tmp_path / "sandbox/hosts/web-1/etc/logrotate.d/indostar").is_file()
     code, second = cli_json("logs.install-rotation")
-    assert code == 0 and second["counts"] == {"ok": 2, "changed": 0, "skipped": 0, "failed": 0}
+    assert code == 0 and second["counts"] == {"ok": 2, "changed": 0, "skipped": 0, "failed": 0, "unreachable": 0,
+                                              "declined": 0}
     code, disk = cli_json("disk.check")
     assert disk["severity"] in {"OK", "WARNING", "CRITICAL"} and code in {0, 1, 2}
 

@@ -2,7 +2,9 @@
 
 Autocommit because VACUUM and REINDEX CONCURRENTLY refuse to run inside a
 transaction block; statement_timeout and lock_timeout so no maintenance query
-can hang a window or queue behind a lock for long.
+can hang a window or queue behind a lock for long. Every statement we send starts
+with the comment `/* indostar-ops */` (MARK), which pg_stat_statements keeps in the
+query text: db.slow-queries leaves our own catalog reads out of its ranking.
 """
 
 from __future__ import annotations
@@ -17,15 +19,26 @@ from ..errors import ConnectionFailed
 if TYPE_CHECKING:
     from ..inventory import DatabaseSettings
 
-__all__ = ["PostgresConnector"]
+__all__ = ["APPLICATION_NAME", "MARK", "PostgresConnector", "marked"]
 
 APPLICATION_NAME = "indostar-ops"
+MARK = "/* indostar-ops */ "
+
+
+def marked(query: Any) -> Any:
+    """The statement with our marker comment in front (str or psycopg.sql.Composable alike)."""
+    if isinstance(query, str):
+        return MARK + query
+    from psycopg import sql
+
+    return sql.SQL(MARK) + query
 
 
 class PostgresConnector:
-    def __init__(self, settings: DatabaseSettings, *, admin: bool = False) -> None:
+    def __init__(self, settings: DatabaseSettings, *, admin: bool = False, read_only: bool = False) -> None:
         self.settings = settings
         self.admin = admin
+        self.read_only = read_only  # check mode: the server itself refuses any write in this session
         self._conn: Any = None
         self._lock = threading.RLock()
 
@@ -56,7 +69,8 @@ class PostgresConnector:
             "user": self.user,
             "application_name": APPLICATION_NAME,
             "connect_timeout": s.connect_timeout,
-            "options": f"-c statement_timeout={s.statement_timeout} -c lock_timeout={s.lock_timeout}",
+            "options": f"-c statement_timeout={s.statement_timeout} -c lock_timeout={s.lock_timeout}"
+            + (" -c default_transaction_read_only=on" if self.read_only else ""),
             "autocommit": True,
         }
         if secret is not None:
@@ -76,13 +90,13 @@ class PostgresConnector:
         from psycopg.rows import dict_row
 
         with self._lock, self.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
+            cur.execute(marked(query), params)
             return list(cur.fetchall()) if cur.description else []
 
     def execute(self, query: Any, params: Any = None) -> str:
         """Run a statement; returns its status text (e.g. 'VACUUM')."""
         with self._lock, self.connection().cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(marked(query), params)
             return str(cur.statusmessage or "")
 
     @contextmanager
@@ -95,12 +109,12 @@ class PostgresConnector:
         """
         with self._lock:
             conn = self.connection()
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (value,))
+            conn.execute(marked("SELECT set_config('statement_timeout', %s, false)"), (value,))
             try:
                 yield
             finally:
                 if not conn.closed and not conn.broken:
-                    conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                    conn.execute(marked("SELECT set_config('statement_timeout', %s, false)"),
                                  (self.settings.statement_timeout,))
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..connectors.shell import sh
 from ..errors import InventoryError, StepError, StepValueError, VerificationFailed
 from ..severity import Severity
-from ..step import Change, Plan, Step
+from ..step import Change, Outcome, Plan, Step
 from .nginx import nginx_test_and_reload
 
 if TYPE_CHECKING:
@@ -358,10 +358,11 @@ class RenewCertificates(Step[CertState]):
         changes.append(Change("nginx -t, then reload nginx only if the test passes"))
         return Plan(changes, data=data)
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         host = ctx.host(target)
         certbot = target.settings.certbot
         renewed: dict[str, Any] = {}
+        expect_served: dict[str, str] = dict(plan.data["expect_served"])
         for name in plan.data["renew"]:
             path = certificate_path(target, next(c for c in target.settings.certificates if c.name == name))
             before, _ = read_file_cert(ctx, target, path)
@@ -382,13 +383,24 @@ class RenewCertificates(Step[CertState]):
             renewed[name] = {"old_not_after": before.not_after.isoformat(),
                              "new_not_after": after.not_after.isoformat(),
                              "old_sha256": before.fingerprint, "sha256": after.fingerprint}
-            plan.data["expect_served"][name] = after.fingerprint
-        plan.data["renewed"] = renewed
+            expect_served[name] = after.fingerprint
         nginx_test_and_reload(host, target.settings.nginx, "serve renewed certificates")
+        served = self._served_after_reload(target, plan, expect_served)
+        reason = "now serving: " + "; ".join(
+            f"{name} until {_minute(info['not_after'])} UTC"
+            + (f" (was {_minute(info['previous_not_after'])})" if info["previous_not_after"] else "")
+            for name, info in served.items())
+        return Outcome(reason, {"renewed": renewed, "expect_served": expect_served, "served_after": served})
 
-    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan, outcome: Outcome) -> None:
+        """apply waited for the served certificates; each must now be the renewed one."""
+        for name, fingerprint in outcome.data["expect_served"].items():
+            if outcome.data["served_after"].get(name, {}).get("sha256") != fingerprint:
+                raise VerificationFailed(f"{target.name}: {name} is not the served certificate after the reload",
+                                         hint="invoke certs.check")
+
+    def _served_after_reload(self, target: HostTarget, plan: Plan, expect: dict[str, str]) -> dict[str, Any]:
         """Poll until every renewed certificate is the one served (a reload is asynchronous)."""
-        expect: dict[str, str] = plan.data["expect_served"]
         certs = {c.name: c for c in target.settings.certificates}
         served: dict[str, Any] = {}
         previous = {c["name"]: c["served"]["not_after"] for c in plan.data["certificates"] if "served" in c}
@@ -414,8 +426,4 @@ class RenewCertificates(Step[CertState]):
                             "verified": now.verified, "previous_not_after": previous.get(name)}
             if previous.get(name):
                 served[name]["expiry_moved"] = now.info.not_after > dt.datetime.fromisoformat(previous[name])
-        plan.data["served_after"] = served
-        plan.reason = "now serving: " + "; ".join(
-            f"{name} until {_minute(info['not_after'])} UTC"
-            + (f" (was {_minute(info['previous_not_after'])})" if info["previous_not_after"] else "")
-            for name, info in served.items())
+        return served

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..connectors.shell import sh
 from ..errors import StepError, StepValueError, UsageError
-from ..step import Change, Plan, Step
+from ..step import Change, Outcome, Plan, Step
 from .disk_report import human_bytes
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class _AgedFileCleanup(Step[CleanupState]):
                         destructive=True)
         return Plan([change], data=data)
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         paths: list[str] = list(plan.changes[0].before)
         roots = [r.rstrip("/") + "/" for r in plan.data["roots"]]
         if not all(p.startswith(tuple(roots)) for p in paths):  # the plan is data: re-check before acting
@@ -236,9 +236,9 @@ class _AgedFileCleanup(Step[CleanupState]):
             if size.isdigit() and path:
                 deleted[path] = int(size)
         spared = [p for p in paths if p not in deleted]
-        plan.data.update(deleted=len(deleted), deleted_bytes=sum(deleted.values()), spared=spared)
-        plan.reason = f"deleted {len(deleted)} {self.noun} ({human_bytes(sum(deleted.values()))})" + (
+        reason = f"deleted {len(deleted)} {self.noun} ({human_bytes(sum(deleted.values()))})" + (
             f"; spared {len(spared)} changed or gone since the plan" if spared else "")
+        return Outcome(reason, {"deleted": len(deleted), "deleted_bytes": sum(deleted.values()), "spared": spared})
 
 
 class CleanupRotatedLogs(_AgedFileCleanup):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StepError, UsageError
-from ..step import Change, Plan, Step
+from ..step import Change, Outcome, Plan, Step
 from .disk import parse_df
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class DockerPrune(Step[DockerState]):
             return Plan.nothing(f"nothing reclaimable in {', '.join(skipped)}", data=data)
         return Plan(changes, data=data)
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         if any(c.destructive for c in plan.changes) and ctx.env.is_production and not ctx.assume_yes:
             raise StepError(f"{target.name}: pruning volumes on a production-tier environment needs --yes",
                             hint="re-run with --volumes --yes after checking the volume list")
@@ -221,8 +221,8 @@ class DockerPrune(Step[DockerState]):
                 _raise_docker_error(target, result.exit_code, result.output)
             match = _RECLAIMED.search(result.stdout)
             reclaimed[" ".join(change.after[:2])] = parse_size(match.group(1)) if match else 0
-        plan.data["reclaimed"] = reclaimed
-        plan.data["reclaimed_bytes"] = sum(reclaimed.values())
-        plan.data["reclaimed_human"] = human_size(plan.data["reclaimed_bytes"])
-        plan.reason = f"reclaimed {plan.data['reclaimed_human']} (" + ", ".join(
+        total = sum(reclaimed.values())
+        reason = f"reclaimed {human_size(total)} (" + ", ".join(
             f"{what} {human_size(size)}" for what, size in reclaimed.items()) + ")"
+        return Outcome(reason, {"reclaimed": reclaimed, "reclaimed_bytes": total,
+                                "reclaimed_human": human_size(total)})

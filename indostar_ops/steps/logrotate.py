@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..connectors.shell import sh
 from ..errors import CommandError, StepError, StepValueError, VerificationFailed
-from ..step import Change, Plan, Step, unified_diff
+from ..step import Change, Outcome, Plan, Step, unified_diff
 from ..templates import render_template
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class InstallLogrotate(Step[RotationState]):
         return Plan([Change(summary, before=state.current, after=state.desired, diff=diff)],
                     data={"path": path})
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         host = ctx.host(target)
         settings = target.settings
         dest = settings.logrotate_config
@@ -115,11 +115,11 @@ class InstallLogrotate(Step[RotationState]):
         if result.exit_code == 66:
             raise StepError(f"{target.name}: could not back up {dest} to {backup}; nothing replaced",
                             hint=f"check that {settings.backup_dir} is writable")
-        plan.data["installed_sha256"] = result.stdout.split(" ", 1)[0]
+        return Outcome(data={"installed_sha256": result.stdout.split(" ", 1)[0], "backup": backup or None})
 
-    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan, outcome: Outcome) -> None:
         """The install script re-read the installed file (sha256): it must be exactly what was planned."""
         wanted = hashlib.sha256(plan.changes[0].after.encode()).hexdigest()
-        if plan.data.get("installed_sha256") != wanted:
+        if outcome.data.get("installed_sha256") != wanted:
             raise VerificationFailed(f"{target.name}: {target.settings.logrotate_config} does not hold the planned "
                                      "content after installing it", hint="run again with --check to see the diff")

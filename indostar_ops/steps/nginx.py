@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..connectors.shell import sh
 from ..errors import StepError, StepValueError, UsageError, VerificationFailed
 from ..severity import Severity
-from ..step import Change, Plan, Step, unified_diff
+from ..step import Change, Outcome, Plan, Receipt, Step, unified_diff
 from ..templates import render_template
 
 if TYPE_CHECKING:
@@ -88,6 +88,10 @@ class Probe:
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in {"url": self.url, "status": self.status, "maintenance_page": self.page,
                                   "error": self.error}.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Probe:
+        return cls(data.get("url"), data.get("status"), bool(data.get("maintenance_page")), data.get("error"))
 
     def describe(self) -> str:
         if self.url is None:
@@ -300,9 +304,6 @@ class NginxMaintenanceOn(_NginxStrategyStep[FlagState]):
 
     name = "maintenance.on"
 
-    def undo(self) -> NginxMaintenanceOff:
-        return NginxMaintenanceOff(self.groups)
-
     def check(self, ctx: Context, target: HostTarget) -> FlagState:
         return _flag_state(ctx, target)
 
@@ -316,15 +317,18 @@ class NginxMaintenanceOn(_NginxStrategyStep[FlagState]):
         return Plan([Change(f"create {flag}: nginx answers 503 with the maintenance page", before=False,
                             after=True)], data=data)
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         flag = target.settings.nginx.maintenance_flag
         ctx.host(target).change(sh('mkdir -p -- "$(dirname -- "$1")" && touch -- "$1"', flag),
                                 plan.changes[0].summary)
-
-    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
-        super().verify(ctx, target, plan)
         probe = _wait_for(ctx, target, want_page=True)
-        plan.data["probe"] = probe.as_dict()
+        return Outcome(data={"probe": probe.as_dict()},
+                       receipt=Receipt("maintenance.off", {"groups": list(self.groups or ["web"])},
+                                       f"maintenance off on {target.name}"))
+
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan, outcome: Outcome) -> None:
+        super().verify(ctx, target, plan, outcome)
+        probe = Probe.from_dict(outcome.data["probe"])
         if probe.url is not None and not probe.page:
             s = target.settings.nginx
             raise VerificationFailed(
@@ -340,9 +344,6 @@ class NginxMaintenanceOff(_NginxStrategyStep[FlagState]):
 
     name = "maintenance.off"
 
-    def undo(self) -> NginxMaintenanceOn:
-        return NginxMaintenanceOn(self.groups)
-
     def check(self, ctx: Context, target: HostTarget) -> FlagState:
         return _flag_state(ctx, target)
 
@@ -355,14 +356,17 @@ class NginxMaintenanceOff(_NginxStrategyStep[FlagState]):
         return Plan([Change(f"remove {flag}: nginx passes requests to the upstream again", before=True,
                             after=False)], data=data)
 
-    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         flag = target.settings.nginx.maintenance_flag
         ctx.host(target).change(["rm", "-f", "--", flag], plan.changes[0].summary)
-
-    def verify(self, ctx: Context, target: HostTarget, plan: Plan) -> None:
-        super().verify(ctx, target, plan)
         probe = _wait_for(ctx, target, want_page=False)
-        plan.data["probe"] = probe.as_dict()
+        return Outcome(data={"probe": probe.as_dict()},
+                       receipt=Receipt("maintenance.on", {"groups": list(self.groups or ["web"])},
+                                       f"maintenance on again on {target.name}"))
+
+    def verify(self, ctx: Context, target: HostTarget, plan: Plan, outcome: Outcome) -> None:
+        super().verify(ctx, target, plan, outcome)
+        probe = Probe.from_dict(outcome.data["probe"])
         if probe.url is not None and (probe.page or probe.error):
             raise VerificationFailed(f"{target.name}: flag removed but {probe.describe()}",
                                      hint="check nginx and the upstream (invoke maintenance.status)")

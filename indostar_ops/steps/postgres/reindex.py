@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from ...errors import StepError, UsageError
-from ...step import Change, Plan, Step
+from ...step import Change, Outcome, Plan, Step
 from . import queries
 from .common import (
     Nothing,
@@ -187,7 +187,7 @@ class Reindex(Step[IndexState | Nothing]):
                               before={"bytes": row["bytes"], **(bloat.as_dict() if bloat else {"valid": False})}))
         return Plan(changes, data={**drops, "rebuild": True, "table": display_name(row["schema"], row["table_name"])})
 
-    def apply(self, ctx: Context, target: Relation, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: Relation, plan: Plan) -> Outcome | None:
         import psycopg
 
         db = admin(ctx)
@@ -209,8 +209,10 @@ class Reindex(Step[IndexState | Nothing]):
             after = _size(db, target.schema, target.relname)
             before = int(last.before["bytes"])
             shrink = f", -{100 * (before - after) / before:.0f}%" if after is not None and before else ""
-            plan.changes[-1] = replace(last, summary=f"{last.summary}; {human_bytes(before)} -> "
-                                                     f"{human_bytes(after)}{shrink}", after={"bytes": after})
+            return Outcome(changes=(*plan.changes[:-1], replace(
+                last, summary=f"{last.summary}; {human_bytes(before)} -> {human_bytes(after)}{shrink}",
+                after={"bytes": after})))
+        return None
 
     def _failed(self, ctx: Context, target: Relation, exc: Exception) -> StepError:
         """Drop what our own interrupted rebuild left behind, then report; never leave an invalid copy silently."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...connectors.postgres import APPLICATION_NAME
 from ...errors import ConfirmationRequired, UsageError
-from ...step import Change, Plan, Step
+from ...step import Change, Outcome, Plan, Step
 from . import queries
 from .activity import age
 from .common import Backend, Nothing, admin, server, settings, shorten, survey
@@ -126,22 +126,21 @@ class _Terminate(Step[SessionState | Nothing]):
                     data={"pid": row["pid"], "since": since.isoformat(),
                           "backend_start": row["backend_start"].isoformat()})
 
-    def apply(self, ctx: Context, target: Session, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: Session, plan: Plan) -> Outcome:
         db = admin(ctx)
         params = {"pid": plan.data["pid"], "backend_start": datetime.fromisoformat(plan.data["backend_start"]),
                   "since": datetime.fromisoformat(plan.data["since"])}
         status = db.execute(queries.terminate_sql(self.kind, server(db).version), params,
                             summary=plan.changes[0].summary)
         if status.strip() == "SELECT 0":
-            plan.changes[0] = replace(plan.changes[0], summary=f"left pid {target.pid} alone: it "
-                                      + ("woke up" if self.kind == "idle" else "finished that query")
-                                      + " before it could be terminated", after="kept")
-            return
+            return Outcome(changes=(replace(plan.changes[0], summary=f"left pid {target.pid} alone: it "
+                                            + ("woke up" if self.kind == "idle" else "finished that query")
+                                            + " before it could be terminated", after="kept"),))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and db.fetch(
                 "SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND backend_start = %(backend_start)s", params):
             time.sleep(0.05)
-        plan.changes[0] = replace(plan.changes[0], after="terminated")
+        return Outcome(changes=(replace(plan.changes[0], after="terminated"),))
 
 
 class KillIdle(_Terminate):

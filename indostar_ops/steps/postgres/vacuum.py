@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from ...errors import StepError, UsageError, VerificationFailed
-from ...step import Change, Plan, Step
+from ...step import Change, Outcome, Plan, Step
 from . import queries
 from .common import (
     Nothing,
@@ -201,7 +201,7 @@ class Vacuum(Step[TableState | Nothing]):
         change = Change(f"VACUUM ({', '.join(options)}) {target}: {', '.join(reasons)}{note}", before=before)
         return Plan([change], data={"options": options, "checked_at": state.now.isoformat()})
 
-    def apply(self, ctx: Context, target: Relation, plan: Plan) -> None:
+    def apply(self, ctx: Context, target: Relation, plan: Plan) -> Outcome:
         import psycopg
 
         if self.full and (refusal := full_vacuum_refusal(ctx.env)):
@@ -215,12 +215,13 @@ class Vacuum(Step[TableState | Nothing]):
         except psycopg.Error as exc:
             raise _maintenance_error(target, "VACUUM", exc) from None
         row = _fresh(ctx, target)
-        if row is not None:
-            plan.changes[0] = Change(plan.changes[0].summary, before=plan.changes[0].before,
-                                     after={"live_rows": row["live"], "dead_rows": row["dead"],
-                                            "heap_bytes": row["heap_bytes"]})
+        if row is None:
+            return Outcome()
+        change = plan.changes[0]
+        return Outcome(changes=(Change(change.summary, before=change.before, after={
+            "live_rows": row["live"], "dead_rows": row["dead"], "heap_bytes": row["heap_bytes"]}),))
 
-    def verify(self, ctx: Context, target: Relation, plan: Plan) -> None:
+    def verify(self, ctx: Context, target: Relation, plan: Plan, outcome: Outcome) -> None:
         """The statistics must show this VACUUM; dead rows left over must not be pinned by an old transaction."""
         row = _fresh(ctx, target)
         if row is None:
@@ -325,7 +326,7 @@ class Analyze(Step[AnalyzeState | Nothing]):
         except psycopg.Error as exc:
             raise _maintenance_error(target, "ANALYZE", exc) from None
 
-    def verify(self, ctx: Context, target: Relation, plan: Plan) -> None:
+    def verify(self, ctx: Context, target: Relation, plan: Plan, outcome: Outcome) -> None:
         """The statistics must record this ANALYZE (writes racing it may already count as new changes)."""
         row = _fresh(ctx, target)
         if row is None:

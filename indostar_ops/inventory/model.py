@@ -1,21 +1,14 @@
-"""Inventory: one validated YAML file per environment, optionally extending a shared base.
+"""Inventory model: the typed sections of an environment file (msgspec Structs).
 
-Everything is checked before anything connects. Errors name the file, the line,
-the dotted key and what was expected; an unknown key suggests the nearest known one.
-
-The models are msgspec Structs: validating with them costs a few milliseconds at start-up where
-pydantic's model building cost about 100 ms, which every CLI run and every fan-out paid.
+Every field has a type checked at load time and unknown keys are errors. The
+models are msgspec Structs: validating with them costs a few milliseconds at
+start-up where pydantic's model building cost about 100 ms, which every CLI run
+and every fan-out paid.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
-import re
-import string
-import types
-import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
@@ -25,22 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from msgspec import Meta, Struct, field
 
-from .errors import InventoryError, UnknownEnvironment
-from .secrets import Redactor, Secret
-from .severity import Severity
-from .yamlfile import LineMap, nearest_line, read_yaml_mapping
+from ..errors import InventoryError
+from ..secrets import Redactor, Secret
+from ..severity import Severity
 
-__all__ = [
-    "Environment",
-    "HostSettings",
-    "HostTarget",
-    "Threshold",
-    "inventory_dir",
-    "list_environments",
-    "load_environment",
-]
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Model(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -81,6 +64,44 @@ class Thresholds(Model, kw_only=True):
     payment_failures_per_hour: Threshold = _t(5, 10)
     cert_days_left: Threshold = _t(30, 7)
     db_connections_pct: Threshold = _t(80, 95)
+    redis_latency_ms: Threshold = _t(10, 100)  # diagnose.slow: PING round trip
+    queue_length: Threshold = _t(1000, 10000)  # diagnose.celery: tasks waiting in a Celery queue
+    pending_payment_minutes: Threshold = _t(15, 60)  # diagnose.payments: oldest payment still pending
+    redis_latency_ms: Threshold = _t(5, 20)  # cache.info: round trip measured from the operator's machine
+
+
+# ---------------------------------------------------------------- typed values
+
+# Every value that reaches a command line, a config file or a page is typed here and rejected at load
+# (file:line), never at render time. `\Z`, not `$`: `$` would accept a trailing newline.
+_CTRL = r"\x00-\x1f\x7f"
+AbsPath = Annotated[str, Meta(pattern=rf"^/[^{_CTRL}]*\Z")]
+QuotedPath = Annotated[str, Meta(pattern=rf'^/[^{_CTRL}"]*\Z')]  # written inside "..." (logrotate)
+NginxPath = Annotated[str, Meta(pattern=r"^/(?!.*/\.\.(/|\Z))[A-Za-z0-9_./@+,=-]*\Z")]  # nginx config
+NginxUri = Annotated[str, Meta(pattern=r"^/[A-Za-z0-9_./@+,=%~-]*\Z")]
+FileGlob = Annotated[str, Meta(pattern=rf'^[^{_CTRL}"/]+\Z')]  # a file-name pattern such as *.log
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")]  # environment, group, host names
+HostName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*\Z")]  # DNS name or IP address
+Endpoint = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(:[0-9]{1,5})?\Z")]
+UserName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")]
+UserGroup = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31} [A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")]
+HttpUrl = Annotated[str, Meta(pattern=rf"^https?://[^{_CTRL} ]+\Z")]
+
+# What each pattern means, for the load error (diagnostics.py); a control character is named first.
+PATTERN_HELP = {
+    AbsPath.__metadata__[0].pattern: "an absolute path",
+    QuotedPath.__metadata__[0].pattern: "an absolute path without double quotes",
+    NginxPath.__metadata__[0].pattern: "an absolute path of letters, digits and ./_-@+,= (no '..'), "
+                                       "as it is written into the nginx config",
+    NginxUri.__metadata__[0].pattern: "a URI path of letters, digits and ./_-@+,=%~",
+    FileGlob.__metadata__[0].pattern: "a file-name pattern without '/' or double quotes, e.g. *.log",
+    Name.__metadata__[0].pattern: "a name of letters, digits and ._- starting with a letter or digit",
+    HostName.__metadata__[0].pattern: "a host name or IP address",
+    Endpoint.__metadata__[0].pattern: "host:port, e.g. 10.0.1.11:443",
+    UserName.__metadata__[0].pattern: "a user name of letters, digits and ._-",
+    UserGroup.__metadata__[0].pattern: "'user group', two names separated by one space",
+    HttpUrl.__metadata__[0].pattern: "an http:// or https:// URL",
+}
 
 
 # ---------------------------------------------------------------- hosts
@@ -96,7 +117,7 @@ class LogrotatePolicy(Model, kw_only=True):
     missingok: bool = True
     notifempty: bool = True
     copytruncate: bool = False
-    su: str | None = None  # 'user group' for logrotate's su directive
+    su: UserGroup | None = None  # 'user group' for logrotate's su directive
 
 
 class NginxSettings(Model, kw_only=True):
@@ -107,13 +128,15 @@ class NginxSettings(Model, kw_only=True):
     # reload argv instead of `<command> -s reload`, e.g. [systemctl, reload, nginx]
     reload_command: list[str] | None = None
     # file every server block includes; written by maintenance.on
-    maintenance_snippet: str = "/etc/nginx/snippets/indostar-maintenance.conf"
-    maintenance_flag: str = "/var/lib/indostar-ops/maintenance.on"  # maintenance is on while this file exists
-    maintenance_page_dir: str = "/var/www/indostar-maintenance"
+    maintenance_snippet: NginxPath = "/etc/nginx/snippets/indostar-maintenance.conf"
+    maintenance_flag: NginxPath = "/var/lib/indostar-ops/maintenance.on"  # maintenance is on while this file exists
+    maintenance_page_dir: NginxPath = "/var/www/indostar-maintenance"
     # exact URIs still proxied in maintenance (e.g. /health)
-    maintenance_exempt: list[str] = field(default_factory=list)
-    probe_url: str | None = None  # URL reaching this host's nginx, to verify maintenance mode
-    probe_host: str | None = None  # Host header sent with probe_url
+    maintenance_exempt: list[NginxUri] = field(default_factory=list)
+    probe_url: HttpUrl | None = None  # URL reaching this host's nginx, to verify maintenance mode
+    probe_host: HostName | None = None  # the site's name: Host header, and SNI (verified) over https
+    probe_ca_file: AbsPath | None = None  # CA bundle to verify an https probe_url; default system
+    probe_verify: bool = True  # false: accept any certificate (a self-signed staging host)
     probe_wait_s: Annotated[float, Meta(gt=0)] = 10  # how long on/off wait for the site to follow the flag
 
 
@@ -129,40 +152,47 @@ class CertbotSettings(Model, kw_only=True):
 class CertificateSettings(Model, kw_only=True):
     """One certificate served by this host's nginx and managed by certbot."""
 
-    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]  # certbot cert-name (lineage)
+    name: Name  # certbot cert-name (lineage)
     # certificate file on the host; default <certbot --config-dir or /etc/letsencrypt>/live/<name>/fullchain.pem
-    path: str | None = None
-    endpoint: str | None = None  # host:port serving it; default <host address>:443
-    sni: str | None = None  # TLS server name; default the cert name
-    ca_file: str | None = None  # local CA bundle to verify the served chain; default system
+    path: AbsPath | None = None
+    endpoint: Endpoint | None = None  # host:port serving it; default <host address>:443
+    sni: HostName | None = None  # TLS server name; default the cert name
+    ca_file: AbsPath | None = None  # local CA bundle to verify the served chain; default system
 
 
 class DockerSettings(Model, kw_only=True):
     enabled: bool = True
     command: list[str] = field(default_factory=lambda: ["docker"])
-    data_root: str = "/var/lib/docker"  # filesystem whose use gates `docker.prune --if-over`
+    data_root: AbsPath = "/var/lib/docker"  # filesystem whose use gates `docker.prune --if-over`
 
 
 class HostSettings(Model, kw_only=True):
     """Per-host variables; group `vars` apply to every host, host `vars` override per key."""
 
-    log_dirs: list[str] = field(default_factory=lambda: ["/var/log/indostar"])
-    log_patterns: list[str] = field(default_factory=lambda: ["*.log"])
-    logrotate_config: str = "/etc/logrotate.d/indostar"
+    log_dirs: list[QuotedPath] = field(default_factory=lambda: ["/var/log/indostar"])
+    log_patterns: list[FileGlob] = field(default_factory=lambda: ["*.log"])
+    logrotate_config: AbsPath = "/etc/logrotate.d/indostar"
     logrotate: LogrotatePolicy = field(default_factory=LogrotatePolicy)
-    disk_paths: list[str] = field(default_factory=lambda: ["/"])  # filesystems df checks
-    disk_report_roots: list[str] = field(default_factory=lambda: ["/var/log", "/var/lib/docker", "/tmp"])
-    tmp_dirs: list[str] = field(default_factory=lambda: ["/tmp/indostar"])
-    backup_dir: str = "/var/backups/indostar-ops"  # where replaced files are kept
-    path_prefix: list[str] = field(default_factory=list)  # prepended to PATH for commands
+    disk_paths: list[AbsPath] = field(default_factory=lambda: ["/"])  # filesystems df checks
+    disk_report_roots: list[AbsPath] = field(default_factory=lambda: ["/var/log", "/var/lib/docker", "/tmp"])
+    tmp_dirs: list[AbsPath] = field(default_factory=lambda: ["/tmp/indostar"])
+    backup_dir: AbsPath = "/var/backups/indostar-ops"  # where replaced files are kept
+    path_prefix: list[AbsPath] = field(default_factory=list)  # prepended to PATH for commands
     nginx: NginxSettings = field(default_factory=NginxSettings)
     certbot: CertbotSettings = field(default_factory=CertbotSettings)
     certificates: list[CertificateSettings] = field(default_factory=list)
     docker: DockerSettings = field(default_factory=DockerSettings)
 
 
+# one jump host, OpenSSH ProxyJump style: [user@]host[:port] (IPv6 in brackets)
+_HOP = r"(?:[A-Za-z_][A-Za-z0-9._-]{0,31}@)?(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+# `jump:` is one hop, a comma-separated chain (as ProxyJump) or a list; [] or "none" = connect directly
+JumpSetting = (list[Annotated[str, Meta(pattern=f"^{_HOP}\\Z")]]
+               | Annotated[str, Meta(pattern=f"^(?:none|{_HOP}(?:,{_HOP})*)\\Z")])
+
+
 class SSHSettings(Model, kw_only=True):
-    user: str = "root"
+    user: UserName = "root"
     port: Annotated[int, Meta(ge=1, le=65535)] = 22
     key_file: str | None = None
     key_passphrase: Secret | None = None
@@ -171,20 +201,26 @@ class SSHSettings(Model, kw_only=True):
     connect_timeout: Annotated[float, Meta(gt=0)] = 10
     command_timeout: Annotated[float, Meta(gt=0)] = 300
     become: bool = False  # run commands and installs through `sudo -n` (login user is not root)
+    jump: JumpSetting | None = None  # bastion(s) in front of every host; groups and hosts may override
+    agent: bool = False  # also authenticate with the running ssh-agent's keys ($SSH_AUTH_SOCK)
+    # opt-in OpenSSH client config: HostName/User/Port/IdentityFile/ProxyJump/UserKnownHostsFile
+    config_file: str | None = None
 
 
 class Host(Model, kw_only=True):
-    address: str | None = None
+    address: HostName | None = None
     port: Annotated[int, Meta(ge=1, le=65535)] | None = None
-    user: str | None = None
+    user: UserName | None = None
     connection: Literal["ssh", "local"] | None = None
     become: bool | None = None
+    jump: JumpSetting | None = None  # overrides the group's and ssh.jump ([] or "none": direct)
     vars: HostSettings = field(default_factory=HostSettings)
 
 
 class Group(Model, kw_only=True):
     vars: HostSettings = field(default_factory=HostSettings)
-    hosts: dict[str, Host] = field(default_factory=dict)
+    jump: JumpSetting | None = None  # overrides ssh.jump for this group's hosts
+    hosts: dict[Name, Host] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,9 +235,20 @@ class HostTarget:
     connection: Literal["ssh", "local"]
     settings: HostSettings
     become: bool = False
+    jump: tuple[str, ...] | None = None  # hops in order; None: the inventory names none (ssh_config may)
+    explicit: frozenset[str] = frozenset()  # of address/user/port: set in the inventory (beat ssh_config)
 
     def __str__(self) -> str:
         return self.name
+
+
+def jump_hops(value: str | list[str] | None) -> tuple[str, ...] | None:
+    """`jump:` as a tuple of hops: None when unset, () for "none"/[] (connect directly)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return () if value == "none" else tuple(h.strip() for h in value.split(",") if h.strip())
+    return tuple(value)
 
 
 # ---------------------------------------------------------------- services
@@ -232,10 +279,32 @@ class MaintenanceWindow(Model, kw_only=True):
         return now >= start or now < end
 
 
+class LockSettings(Model, kw_only=True):
+    """The environment's maintenance lock (see indostar_ops/lock.py)."""
+
+    backend: Literal["file", "postgres", "dynamodb"] = "file"
+    path: str | None = None  # file: directory of the lock files (default <journal_dir>/locks)
+    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "indostar_ops"  # postgres: ops schema
+    table: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{3,255}$")] = "indostar-ops-locks"  # dynamodb table
+    lease_seconds: Annotated[float, Meta(ge=1, le=3600)] = 120  # renewed every third of it while the run lives
+
+
+class SmokeCheck(Model, kw_only=True):
+    """A URL the window's verify phase fetches: expected status and, optionally, a marker in the body."""
+
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$")]
+    status: Annotated[int, Meta(ge=100, le=599)] = 200
+    contains: str | None = None
+    host: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")] | None = None  # Host header
+
+
 class MaintenanceSettings(Model, kw_only=True):
     window: MaintenanceWindow = field(default_factory=MaintenanceWindow)
     strategy: Literal["nginx", "alb", "none"] = "nginx"
     notice_hours: Annotated[float, Meta(ge=0)] = 24
+    lock: LockSettings = field(default_factory=LockSettings)
+    margin_minutes: Annotated[float, Meta(ge=0)] = 10  # no step starts after the window's end minus this
+    smoke: list[SmokeCheck] = field(default_factory=list)  # verify phase: URLs, expected status, body marker
 
 
 class KubernetesPlatform(Model, kw_only=True, tag_field="kind", tag="kubernetes"):
@@ -296,26 +365,56 @@ class DatabaseSettings(Model, kw_only=True):
     pool_components: list[str] = field(default_factory=lambda: ["backend", "celery-worker"])
 
 
+_REDIS_KEY = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")]
+
+
 class RedisSettings(Model, kw_only=True):
     url: str = "redis://127.0.0.1:6379/0"
     password: Secret | None = None
     socket_timeout: Annotated[float, Meta(gt=0)] = 5
-    queues: list[str] = field(default_factory=lambda: ["celery"])
+    queues: list[_REDIS_KEY] = field(default_factory=lambda: ["celery"])  # Celery queues (Redis lists) in this db
+    failed_queue: _REDIS_KEY = "celery:failed"  # list the application pushes failed tasks to (JSON records)
+    scan_cap: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000  # cache.keys/delete: keys SCAN may visit per run
+
+
+_AWS_NAME = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=40)]
+
+
+class VolumeSettings(Model, kw_only=True):
+    """An EBS volume mounted on a host: `id` (vol-...) or its `Name` tag, plus where it is mounted."""
+
+    host: str
+    mount: Annotated[str, Meta(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
+    id: Annotated[str, Meta(pattern=r"^vol-[0-9a-f]{8,17}$")] | None = None
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] | None = None
 
 
 class AwsSettings(Model, kw_only=True):
-    region: str = "ap-south-1"
+    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")] = "ap-south-1"
     profile: str | None = None
     endpoint_url: str | None = None  # local AWS (moto) for sandbox and tests
     max_attempts: Annotated[int, Meta(ge=1, le=20)] = 5
     connect_timeout: float = 10
     read_timeout: float = 60
+    snapshot_prefix: _AWS_NAME = "indostar-ops"  # rds.snapshot ids: <prefix>-<env>-<UTC date>-<run or label>
+    snapshot_keep: Annotated[int, Meta(ge=1, le=100)] = 7  # rds.prune keeps this many of our snapshots
+    snapshot_wait_s: Annotated[float, Meta(gt=0)] = 3600  # rds.snapshot waits this long for `available`
+    volumes: list[VolumeSettings] = field(default_factory=list)  # volume.resize --host H --mount M
+    snapshot_before_resize: bool | None = None  # EBS snapshot before volume.resize; default: production tier
+    volume_wait_s: Annotated[float, Meta(gt=0)] = 1800  # volume.resize waits this long for `optimizing`
+    backup_bucket: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = None
+    backup_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$")] = "config-backups"
+    alarm_prefix: _AWS_NAME = "indostar"  # monitor.apply-alarms names: <prefix>-<env>-<metric>-<level>
+    alarm_actions: list[Annotated[str, Meta(pattern=r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:[0-9]{12}:.+$")]] = \
+        field(default_factory=list)  # SNS topics notified when an alarm fires
+    app_namespace: str = "IndoStar/Application"  # custom metrics (Errors, PaymentFailures)
 
 
 class AlbSettings(Model, kw_only=True):
-    load_balancer: str
-    listener_port: int = 443
+    load_balancer: Annotated[str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")]
+    listener_port: Annotated[int, Meta(ge=1, le=65535)] = 443
     target_group: str | None = None
+    maintenance_priority: Annotated[int, Meta(ge=1, le=50000)] = 1  # the maintenance rule's priority (1 = first)
 
 
 class StatusPageSettings(Model, kw_only=True):
@@ -351,9 +450,80 @@ def _default_escalation() -> list[EscalationLevel]:
     ]
 
 
+# ---------------------------------------------------------------- diagnose, monitor, incidents, payments
+
+_IDENT = Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)]  # a plain SQL identifier
+# one read-only statement (SELECT/WITH, no ';' inside); it also runs in a READ ONLY transaction
+_READ_SQL = Annotated[str, Meta(pattern=r"^\s*(?i:select|with)\b[^;]*;?\s*$")]
+_HTTP_URL = Annotated[str, Meta(pattern=r"^https?://[A-Za-z0-9._~:/?#@!$&'()*+,=%-]+$")]
+_SLUG = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class SentrySettings(Model, kw_only=True):
+    """Sentry's REST API: top unresolved issues and their event counts (diagnose.errors/payments)."""
+
+    url: _HTTP_URL = "https://sentry.io"
+    organization: _SLUG
+    project: _SLUG | None = None
+    token: Secret
+    top: Annotated[int, Meta(ge=1, le=100)] = 10
+    events_warning: Annotated[int, Meta(ge=0)] = 50  # events/hour of one unresolved issue
+    events_critical: Annotated[int, Meta(ge=0)] = 500
+
+
+class BusinessMetric(Model, kw_only=True):
+    """A business metric from read-only SQL; may use %(since)s and %(until)s (timestamptz) for the period."""
+
+    sql: _READ_SQL
+    unit: str = ""
+    warning: float | None = None  # critical < warning: lower is worse (orders per hour)
+    critical: float | None = None
+
+
+class RazorpaySettings(Model, kw_only=True):
+    api_url: _HTTP_URL = "https://api.razorpay.com"
+    key_id: Secret
+    key_secret: Secret
+    webhook_secret: Secret | None = None
+
+
+class ReconcileHook(Model, kw_only=True):
+    """How the backend marks a payment captured: POST to `url`, or `command` (+ payment id, order id) on `host`."""
+
+    url: _HTTP_URL | None = None
+    token: Secret | None = None  # sent as a Bearer token to `url`
+    command: list[str] | None = None
+    host: str | None = None
+
+
+class PaymentsSettings(Model, kw_only=True):
+    """The application's payments table (runbook columns: razorpay_payment_id, order_id, amount, status, created_at)."""
+
+    schema: _IDENT = "public"
+    table: _IDENT = "payments"
+    razorpay: RazorpaySettings | None = None
+    reconcile_hook: ReconcileHook | None = None
+    rate_per_s: Annotated[float, Meta(gt=0, le=100)] = 5  # Razorpay API calls per second during reconcile
+    max_per_run: Annotated[int, Meta(ge=1)] = 500
+
+
+class IncidentSettings(Model, kw_only=True):
+    """Where incidents live: a table in the application database's ops schema, or a JSON file (sandbox)."""
+
+    store: Literal["postgres", "file"] = "postgres"
+    schema: _IDENT = "ops"
+    path: str | None = None  # the file store
+
+
+class DiagnoseSettings(Model, kw_only=True):
+    probe_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10
+    seq_scan_min_rows: Annotated[int, Meta(ge=0)] = 10000  # diagnose.slow: tables this large read by seq scans
+
+
 class SandboxSettings(Model, kw_only=True):
     moto_port: int = 14566
     nginx_port: int = 18088
+    services_port: int = 14580  # fake Sentry/status pages/Razorpay/chat (indostar_ops/sandbox_services.py)
 
 
 class Urls(Model, kw_only=True):
@@ -369,7 +539,7 @@ class Urls(Model, kw_only=True):
 class Environment(Model, kw_only=True, dict=True):
     """One environment (sandbox, staging, prod...) as the steps see it."""
 
-    name: str
+    name: Name
     description: str = ""
     tier: Literal["production", "staging", "development", "sandbox"]
     timezone: str = "Asia/Kolkata"
@@ -377,7 +547,7 @@ class Environment(Model, kw_only=True, dict=True):
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSHSettings = field(default_factory=SSHSettings)
     parallelism: Annotated[int, Meta(ge=1, le=512)] = 32
-    groups: dict[str, Group] = field(default_factory=dict)
+    groups: dict[Name, Group] = field(default_factory=dict)
     urls: Urls = field(default_factory=Urls)
     platform: Platform | None = None
     database: DatabaseSettings | None = None
@@ -389,6 +559,13 @@ class Environment(Model, kw_only=True, dict=True):
     escalation: list[EscalationLevel] = field(default_factory=_default_escalation)
     journal_dir: str | None = None
     sandbox: SandboxSettings | None = None
+    sentry: SentrySettings | None = None
+    status_pages: dict[_SLUG, _HTTP_URL] = field(default_factory=dict)  # provider -> Statuspage /api/v2/status.json
+    business_metrics: dict[_SLUG, BusinessMetric] = field(default_factory=dict)
+    export_queries: dict[_SLUG, _READ_SQL] = field(default_factory=dict)  # db.export --query NAME
+    payments: PaymentsSettings | None = None
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         """Checks across fields that types alone cannot express: (key path, message)."""
@@ -404,6 +581,12 @@ class Environment(Model, kw_only=True, dict=True):
                     found.append((("groups", group_name, "hosts", name),
                                   f"host {name!r} is defined twice with different settings"))
                 seen[name] = host
+        for i, volume in enumerate(self.aws.volumes if self.aws else []):
+            if volume.host not in seen:
+                found.append((("aws", "volumes", str(i), "host"), f"unknown host {volume.host!r} (known: "
+                              f"{', '.join(seen) or 'none'})"))
+            if (volume.id is None) == (volume.name is None):
+                found.append((("aws", "volumes", str(i)), "give exactly one of 'id' (vol-...) or 'name' (Name tag)"))
         return found
 
     # -- derived views -------------------------------------------------------
@@ -443,6 +626,10 @@ class Environment(Model, kw_only=True, dict=True):
                     found[name] = HostTarget(**{**prev.__dict__, "groups": (*prev.groups, group_name)})
                     continue
                 settings = host.vars  # already merged over the group's vars at load time
+                jump = next((j for j in (host.jump, group.jump, self.ssh.jump) if j is not None), None)
+                explicit = {k for k, v in (("address", host.address), ("port", host.port), ("user", host.user))
+                            if v is not None}
+                explicit |= {k for k in ("user", "port") if getattr(self.ssh, k) != _SSH_DEFAULTS[k]}
                 found[name] = HostTarget(
                     name=name,
                     groups=(group_name,),
@@ -452,6 +639,8 @@ class Environment(Model, kw_only=True, dict=True):
                     connection=host.connection or self.connection,
                     settings=settings,
                     become=self.ssh.become if host.become is None else host.become,
+                    jump=jump_hops(jump),
+                    explicit=frozenset(explicit),
                 )
         return list(found.values())
 
@@ -461,6 +650,9 @@ class Environment(Model, kw_only=True, dict=True):
     def public_dict(self) -> dict[str, Any]:
         """The environment as data, secrets shown as their references (for journal and backups)."""
         return _drop_none(msgspec.to_builtins(self, enc_hook=str))
+
+
+_SSH_DEFAULTS = {"user": SSHSettings().user, "port": SSHSettings().port}
 
 
 def _drop_none(value: Any) -> Any:
@@ -483,257 +675,3 @@ def _walk_secrets(value: Any) -> Iterator[Secret]:
     elif isinstance(value, list):
         for item in value:
             yield from _walk_secrets(item)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def inventory_dir() -> Path:
-    """`INDOSTAR_INVENTORY_DIR`, else ./inventory, else the one shipped next to the package."""
-    configured = os.environ.get("INDOSTAR_INVENTORY_DIR")
-    if configured:
-        return Path(configured)
-    local = Path.cwd() / "inventory"
-    return local if local.is_dir() else REPO_ROOT / "inventory"
-
-
-def sandbox_root() -> Path:
-    configured = os.environ.get("INDOSTAR_SANDBOX_ROOT")
-    return Path(configured).resolve() if configured else REPO_ROOT / ".sandbox"
-
-
-def list_environments(directory: Path | None = None) -> list[str]:
-    """Environment names; files starting with '_' are shared bases, not environments."""
-    directory = directory or inventory_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml") if not p.name.startswith("_"))
-
-
-def load_environment(name: str, *, directory: Path | None = None) -> Environment:
-    """Load, merge (`extends:`) and validate one environment. Raises InventoryError (exit 2)."""
-    directory = directory or inventory_dir()
-    path = directory / f"{name}.yaml"
-    if not path.is_file():
-        known = list_environments(directory)
-        close = difflib.get_close_matches(name, known, n=1)
-        raise UnknownEnvironment(
-            f"unknown environment {name!r} (no {path})",
-            hint=(f"did you mean {close[0]!r}? " if close else "")
-            + f"known environments: {', '.join(known) or '(none)'}",
-        )
-    raw, lines = _load_chain(path, directory, seen=())
-    raw.pop("extends", None)
-    raw["name"] = name
-    raw = _interpolate(raw, {"sandbox_root": str(sandbox_root()), "inventory_dir": str(directory.resolve())})
-    raw = _merge_host_vars(raw)
-    try:
-        env = msgspec.convert(raw, Environment, dec_hook=_decode_secret)
-    except msgspec.ValidationError as exc:
-        loc, message = _locate(str(exc), raw)
-        raise InventoryError(_format_error(name, loc, message, lines),
-                             hint="fix the line named above and run again") from None
-    problems = env.problems()
-    if problems:
-        loc, message = problems[0]
-        raise InventoryError(_format_error(name, loc, message, lines),
-                             hint="fix the line named above and run again")
-    resolver = _aws_secret_resolver(env.aws) if env.aws is not None else None
-    for secret in env.secrets():
-        secret.bind(env.redactor, resolver)
-    return env
-
-
-def _aws_secret_resolver(settings: AwsSettings) -> Callable[[str, str], str]:
-    """`ssm:`/`secretsmanager:` references resolve through the environment's own AWS settings, on first use."""
-    connector: list[Any] = []
-
-    def resolve(scheme: str, key: str) -> str:
-        from .connectors.aws import AwsConnector
-
-        if not connector:
-            connector.append(AwsConnector(settings))
-        try:
-            return str(connector[0].resolve_secret(scheme, key))
-        except Exception as exc:  # noqa: BLE001 - botocore raises many types; all mean "could not read"
-            raise InventoryError(f"secret {scheme}:{key} could not be read from AWS ({settings.region}): {exc}",
-                                 hint="check the reference and the AWS credentials/profile") from None
-
-    return resolve
-
-
-def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], LineMap]:
-    if path in seen:
-        raise InventoryError(f"{path}: 'extends' loops back to itself ({' -> '.join(map(str, seen))})")
-    data, lines = read_yaml_mapping(path, InventoryError)
-    parent = data.get("extends")
-    if parent is None:
-        return data, lines
-    if not isinstance(parent, str):
-        raise InventoryError(f"{path}: 'extends' must name a file, e.g. extends: _common.yaml")
-    parent_path = (path.parent / parent).resolve()
-    if not parent_path.is_file():
-        raise InventoryError(f"{path}: 'extends: {parent}' names a file that does not exist ({parent_path})")
-    base, base_lines = _load_chain(parent_path, directory, (*seen, path))
-    base.pop("extends", None)
-    return _deep_merge(base, data), {**base_lines, **lines}
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _interpolate(value: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(value, str) and "${" in value:
-        return string.Template(value).safe_substitute(mapping)
-    if isinstance(value, dict):
-        return {k: _interpolate(v, mapping) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, mapping) for v in value]
-    return value
-
-
-def _decode_secret(kind: type, value: Any) -> Any:
-    if kind is Secret and isinstance(value, str):
-        return Secret(value)
-    raise NotImplementedError
-
-
-def _merge_host_vars(raw: dict[str, Any]) -> dict[str, Any]:
-    """Host `vars` override their group's `vars` key by key; `hosts:` may be a list of names."""
-    groups = raw.get("groups")
-    if not isinstance(groups, dict):
-        return raw
-    merged_groups: dict[str, Any] = {}
-    for group_name, group in groups.items():
-        if not isinstance(group, dict):
-            merged_groups[group_name] = group
-            continue
-        hosts = group.get("hosts") or {}
-        if isinstance(hosts, list):
-            hosts = {str(name): {} for name in hosts}
-        group_vars = group.get("vars") or {}
-        if isinstance(hosts, dict) and isinstance(group_vars, dict):
-            hosts = {name: _with_vars(host, group_vars) for name, host in hosts.items()}
-        merged_groups[group_name] = {**group, "hosts": hosts}
-    return {**raw, "groups": merged_groups}
-
-
-def _with_vars(host: Any, group_vars: dict[str, Any]) -> Any:
-    host = {} if host is None else host
-    if not isinstance(host, dict) or not isinstance(host.get("vars", {}), dict):
-        return host
-    return {**host, "vars": {**group_vars, **(host.get("vars") or {})}}
-
-
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
-
-
-def _locate(error: str, raw: dict[str, Any]) -> tuple[tuple[str, ...], str]:
-    """msgspec's "message - at `$.a.b[0]`" as a key path; `[...]` (a dict key) is found in the data."""
-    match = _AT.match(error)
-    assert match is not None
-    message, path = match.group("message"), match.group("path") or ""
-    loc: list[str] = []
-    node: Any = raw
-    annotation: Any = Environment
-    for name, index in _PART.findall(path):
-        if index == "...":
-            value_type = typing.get_args(_unwrap(annotation))[-1]
-            bad = _first_invalid(node, value_type) if isinstance(node, dict) else None
-            name = bad if bad is not None else "..."
-        key = name or index
-        loc.append(key)
-        annotation = _child_type(annotation, key, node)
-        if isinstance(node, dict):
-            node = node.get(key)
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            node = None
-    extra = re.match(r"Object contains unknown field `(.+)`", message)
-    if extra:
-        loc.append(extra.group(1))
-    missing = re.match(r"Object missing required field `(.+)`", message)
-    if missing:
-        loc.append(missing.group(1))
-    return tuple(loc), message
-
-
-def _first_invalid(mapping: dict[str, Any], value_type: Any) -> str | None:
-    for key, value in mapping.items():
-        try:
-            msgspec.convert(_merge_host_vars({"groups": {"x": value}})["groups"]["x"]
-                            if _unwrap(value_type) is Group else value, value_type, dec_hook=_decode_secret)
-        except msgspec.ValidationError:
-            return str(key)
-    return None
-
-
-def _format_error(env_name: str, loc: tuple[str, ...], message: str, lines: LineMap) -> str:
-    key = ".".join(loc) or "(top level)"
-    where = nearest_line(loc, lines)
-    extra = re.match(r"Object contains unknown field `(.+)`", message)
-    if extra:
-        options = _fields_at(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)
-        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-        if options and not close:
-            message += f"; known keys: {', '.join(sorted(options))}"
-    elif message.startswith("Object missing required field"):
-        message = "required key is missing"
-    elif message.startswith("Invalid value") and loc[-1:] == ("kind",):
-        message += " (expected one of: kubernetes, compose, ecs)"
-    if loc[-2:-1] == ("window",) and "Expected `str`, got `int`" in message:
-        message += ' (write times in quotes: "02:00")'
-    return f"inventory for environment {env_name!r} is invalid:\n  {where}: {key}: {message}"
-
-
-def _child_type(annotation: Any, key: str, node: Any) -> Any:
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, Struct):
-        for info in msgspec.structs.fields(annotation):
-            if info.name == key:
-                return info.type
-        return None
-    origin = typing.get_origin(annotation)
-    if origin in (dict, list):
-        return typing.get_args(annotation)[-1]
-    if origin in (typing.Union, types.UnionType) and isinstance(node, dict):
-        for option in typing.get_args(annotation):
-            if isinstance(option, type) and issubclass(option, Struct):
-                config = option.__struct_config__
-                if config.tag is not None and node.get(config.tag_field) == config.tag:
-                    return _child_type(option, key, node)
-    return None
-
-
-def _fields_at(loc: tuple[str, ...]) -> list[str]:
-    """Names of the fields of the section found by following `loc` from the environment."""
-    annotation: Any = Environment
-    for part in loc:
-        annotation = _child_type(annotation, part, None)
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, Struct):
-        return list(annotation.__struct_fields__)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated[...] and Optional[...] down to the one real type, when there is one."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(options) != 1:
-                return annotation
-            annotation = options[0]
-        else:
-            return annotation

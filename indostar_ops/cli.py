@@ -70,7 +70,8 @@ def run_steps(
         environment = open_environment(env)
         built = build(environment)
         sections = built if isinstance(built, Sections) else Sections(built)
-        ctx = Context(environment, check=check, assume_yes=yes)
+        # --json is for pipelines: never a prompt (a production tier then needs --yes, else exit 2)
+        ctx = Context(environment, check=check, assume_yes=yes, interactive=False if json else sys.stdin.isatty())
         reporter = None if json else ConsoleReporter(check=check)
         result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(
             sections.main, task=task, on_failure=sections.on_failure, always=sections.always)

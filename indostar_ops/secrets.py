@@ -55,6 +55,19 @@ class Redactor:
         return value
 
 
+def secrets_in(value: Any) -> list[Secret]:
+    """Every Secret reference inside an inventory section (Structs, dicts, lists)."""
+    if isinstance(value, Secret):
+        return [value]
+    if hasattr(value, "__struct_fields__"):
+        return [s for name in value.__struct_fields__ for s in secrets_in(getattr(value, name))]
+    if isinstance(value, Mapping):
+        return [s for item in value.values() for s in secrets_in(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in secrets_in(item)]
+    return []
+
+
 class Secret:
     """A reference to a secret; `str()` shows the reference, never the value."""
 
@@ -76,6 +89,12 @@ class Secret:
     def bind(self, redactor: Redactor, resolver: SecretResolver | None) -> None:
         self._redactor = redactor
         self._resolver = resolver
+
+    def preflight(self) -> None:
+        """No I/O: an `env:` reference must be set now (a usage error before anything connects)."""
+        if self.scheme == "env" and self.key not in os.environ:
+            raise UsageError(f"secret {self.ref}: environment variable {self.key} is not set",
+                             hint=f"export {self.key}=... (or change the reference in the inventory)")
 
     def get(self) -> str:
         """Resolve (once) and return the value; registers it for redaction first."""

@@ -156,7 +156,7 @@ class Step(Generic[S]):
     idempotent: ClassVar[bool] = True
     destructive: ClassVar[bool] = False
     irreversible: ClassVar[str | None] = None  # why there is no undo ("EBS volumes cannot shrink")
-    needs: ClassVar[tuple[str, ...]] = ()  # inventory sections: "database", "redis", "aws", "alb", "platform"...
+    needs: ClassVar[tuple[str, ...]] = ()  # inventory sections ("database", "redis", "aws"...): present, env: set
     max_parallel: ClassVar[int | None] = None  # at most this many targets at once (1: VACUUM/REINDEX one by one)
 
     def arguments(self) -> dict[str, Any]:
@@ -171,11 +171,15 @@ class Step(Generic[S]):
     def preflight(self, ctx: Context) -> None:
         """No I/O: resolve groups, flags and the inventory sections this step needs; UsageError = exit 2."""
         from .errors import UsageError
+        from .secrets import secrets_in
 
         for section in self.needs:
-            if getattr(ctx.env, section, None) is None:
+            value = getattr(ctx.env, section, None)
+            if value is None:
                 raise UsageError(f"{self.name}: environment {ctx.env.name!r} has no {section!r} section",
                                  hint=f"add '{section}:' to inventory/{ctx.env.name}.yaml")
+            for secret in secrets_in(value):
+                secret.preflight()
         if self.scope == "host":
             self.targets(ctx)  # host targets come from the inventory: an unknown group is a usage error here
 

@@ -7,14 +7,16 @@ from invoke import task
 from ._help import common
 
 
-@task(help=common(groups="comma-separated host groups (default: web,workers)"))
-def install_rotation(c, env=None, check=False, json=False, yes=False, groups="web,workers"):
+@task(help=common(groups="comma-separated host groups, each must exist (default: the web and workers groups "
+                         "the environment has)"))
+def install_rotation(c, env=None, check=False, json=False, yes=False, groups=""):
     """Install the runbook's logrotate policy on web and worker hosts (validated, backed up, only if different)."""
     from ..cli import run_steps
     from ..steps.logrotate import InstallLogrotate
 
+    named = [g for g in groups.split(",") if g] or None
     run_steps("logs.install-rotation", env=env, check=check, json=json, yes=yes,
-              build=lambda _env: [InstallLogrotate(groups=[g for g in groups.split(",") if g])])
+              build=lambda _env: [InstallLogrotate(groups=named)])
 
 
 @task(help=common(older_than="delete rotated logs older than this: 7d, 12h, 90m (default 7d)",

@@ -89,9 +89,17 @@ class PostgresConnector:
     def fetch(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
         from psycopg.rows import dict_row
 
-        with self._lock, self.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(marked(query), params)
-            return list(cur.fetchall()) if cur.description else []
+        with self._lock:
+            conn = self.connection()
+            if not self.read_only:
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(marked(query), params)
+                    return list(cur.fetchall()) if cur.description else []
+            # check mode: default_transaction_read_only refuses INSERT/UPDATE/DDL, and a transaction block
+            # (always rolled back) also refuses what read-only sessions allow: VACUUM, CONCURRENTLY builds
+            with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(marked(query), params)
+                return list(cur.fetchall()) if cur.description else []
 
     def execute(self, query: Any, params: Any = None) -> str:
         """Run a statement; returns its status text (e.g. 'VACUUM')."""

@@ -37,7 +37,13 @@ def _number(value: str | None, flag: str) -> float:
 
 @task(help=common(changes=False))
 def activity(c, env=None, check=False, json=False):
-    """Sessions by state, by user/application and database, the waiting ones, vs max_connections."""
+    """Sessions by state, by user/application and database, the waiting ones, vs max_connections.
+
+    Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN: WARNING/CRITICAL when connections in use pass
+    thresholds.db_connections_pct of max_connections. Read as database.admin_user granted pg_monitor:
+    a role without pg_read_all_stats sees other roles' sessions without state; they are counted as
+    'hidden' and the result says INCOMPLETE with the grant to add.
+    """
     from ..cli import run_steps
     from ..steps.postgres.activity import Activity
 
@@ -46,7 +52,11 @@ def activity(c, env=None, check=False, json=False):
 
 @task(help=common(changes=False))
 def locks(c, env=None, check=False, json=False):
-    """Blocked/blocking session pairs with the blocking query and its age."""
+    """Blocked/blocking session pairs with the blocking query and its age.
+
+    Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN: WARNING when a session waits for a lock, CRITICAL
+    once one has waited database.lock_wait_critical_s (default 60 s).
+    """
     from ..cli import run_steps
     from ..steps.postgres.activity import Locks
 
@@ -55,7 +65,12 @@ def locks(c, env=None, check=False, json=False):
 
 @task(help=common(changes=False, limit="how many statements (default 10)"))
 def slow_queries(c, env=None, check=False, json=False, limit=10):
-    """Top statements by mean time from pg_stat_statements (PostgreSQL 12-17); says how to enable it if missing."""
+    """Top statements by mean time from pg_stat_statements (PostgreSQL 12-17); says how to enable it if missing.
+
+    Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN: WARNING/CRITICAL when a statement's mean time passes
+    thresholds.response_time_s; UNKNOWN when pg_stat_statements is not usable (the result lists the
+    missing steps, or the missing grant). This tool's own catalog queries are left out.
+    """
     from ..cli import run_steps
     from ..steps.postgres.stats import SlowQueries
 
@@ -66,7 +81,11 @@ def slow_queries(c, env=None, check=False, json=False, limit=10):
 @task(help=common(changes=False, limit="how many tables and indexes (default 20, largest first)", table=_TABLE),
       iterable=["table"])
 def bloat(c, env=None, check=False, json=False, limit=20, table=None):
-    """Largest tables and indexes with size and estimated bloat (pgstattuple if installed, else statistics)."""
+    """Largest tables and indexes with size and estimated bloat (pgstattuple if installed, else statistics).
+
+    Exit 0/1 = OK/WARNING (2 and 3 are not used): WARNING when an index is over
+    database.reindex_bloat_pct or invalid, or a table over database.vacuum_dead_pct dead rows.
+    """
     from ..cli import run_steps
     from ..steps.postgres.stats import BloatReport
 
@@ -149,7 +168,12 @@ def kill_long(c, env=None, check=False, json=False, yes=False, minutes=None, max
                   peak="observed peak of the app's connections (default: sampled now)",
                   samples="pg_stat_activity samples, one second apart (default 3)"))
 def pool_advice(c, env=None, check=False, json=False, instances=None, peak=None, samples=3):
-    """Suggest pool_size/max_overflow per instance and say whether the pools can exhaust max_connections."""
+    """Suggest pool_size/max_overflow per instance and say whether the pools can exhaust max_connections.
+
+    Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN: CRITICAL when the pools can exhaust the server now,
+    WARNING when they can during a rolling update (else by thresholds.db_connections_pct of the observed
+    peak), UNKNOWN when the instance count is not known.
+    """
     from ..cli import run_steps
     from ..steps.postgres.pool import PoolAdvice
 

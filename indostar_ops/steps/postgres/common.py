@@ -76,10 +76,18 @@ class Server:
     database: str
     max_connections: int
     reserved: int
+    role: str = ""
+    read_all_stats: bool = True  # may see other roles' sessions and statements (pg_read_all_stats)
+    read_all_settings: bool = True  # may read superuser-only settings such as shared_preload_libraries
 
     @property
     def major(self) -> int:
         return self.version // 10000
+
+    def missing_grant(self, what: str) -> str:
+        """Why a report is incomplete for this role, and the fix (the README says the same)."""
+        return (f"role {self.role} lacks pg_read_all_stats, so {what}; read as database.admin_user, a role "
+                f"granted pg_monitor (GRANT pg_monitor TO <role>; on RDS run it as the master user)")
 
 
 def settings(ctx: Context) -> DatabaseSettings:
@@ -97,7 +105,8 @@ def server(db: DatabaseSession) -> Server:
     from .queries import SERVER
 
     row = db.fetch(SERVER)[0]
-    return Server(int(row["version"]), str(row["database"]), int(row["max_connections"]), int(row["reserved"]))
+    return Server(int(row["version"]), str(row["database"]), int(row["max_connections"]), int(row["reserved"]),
+                  str(row["role"]), bool(row["read_all_stats"]), bool(row["read_all_settings"]))
 
 
 def survey(ctx: Context, what: str, fn: Callable[[], T]) -> T:

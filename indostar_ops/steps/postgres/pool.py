@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ...connectors.postgres import APPLICATION_NAME
 from ...severity import Severity
 from ...step import Plan, Step
+from . import queries
 from .common import Server, admin, server, settings
 
 if TYPE_CHECKING:
@@ -33,9 +34,12 @@ __all__ = ["PoolAdvice", "advise"]
 SURGE = 0.25  # Kubernetes' default maxSurge: a rolling update runs up to 25 % more instances
 HEADROOM = 0.10  # of usable connections, kept free for operators, migrations, monitoring
 
-_COUNT = """
-SELECT count(*) FILTER (WHERE usename = %(role)s AND application_name <> %(ours)s) AS app, count(*) AS total
-FROM pg_stat_activity WHERE backend_type = 'client backend'
+# Role and application name stay visible on the rows pg_read_all_stats would reveal, so hidden
+# sessions (queries.CLIENT) are counted, as the application's or as other clients'.
+_COUNT = f"""
+SELECT count(*) FILTER (WHERE usename = %(role)s AND application_name <> %(ours)s) AS app, count(*) AS total,
+       count(*) FILTER (WHERE backend_type IS NULL) AS hidden
+FROM pg_stat_activity WHERE {queries.CLIENT}
 """
 
 
@@ -50,6 +54,7 @@ class PoolState:
     others_peak: int
     samples: int
     threshold: Threshold
+    hidden: int = 0
 
 
 def advise(state: PoolState) -> dict[str, Any]:
@@ -75,6 +80,7 @@ def advise(state: PoolState) -> dict[str, Any]:
         "suggested": {"pool_size": pool_size, "max_overflow": max(cap - pool_size, 0), "per_instance": max(cap, 0),
                       "worst_case": n * max(cap, 0), "worst_case_in_rollout": (n + surge) * max(cap, 0)},
         "peak_pct": round(100.0 * (state.app_peak + state.others_peak) / srv.max_connections, 1),
+        "role": srv.role, "read_all_stats": srv.read_all_stats, "hidden_sessions": state.hidden,
     }
 
 
@@ -106,18 +112,19 @@ class PoolAdvice(Step[PoolState]):
         db = admin(ctx)
         s = settings(ctx)
         srv = server(db)
-        app_peak = others_peak = 0
+        app_peak = others_peak = hidden = 0
         for i in range(self.samples):
             if i:
-                time.sleep(self.interval)
+                time.sleep(self.interval)  # a sampling interval, not a wait for a condition
             row = db.fetch(_COUNT, {"role": s.user, "ours": APPLICATION_NAME})[0]
             app_peak = max(app_peak, int(row["app"]))
             others_peak = max(others_peak, int(row["total"]) - int(row["app"]))
+            hidden = max(hidden, int(row["hidden"]))
         if self.peak is not None:
             app_peak = self.peak
         instances, source = self._instances(ctx)
         return PoolState(srv, instances, source, s.pool_size, s.max_overflow, app_peak, others_peak,
-                         self.samples, ctx.env.thresholds.db_connections_pct)
+                         self.samples, ctx.env.thresholds.db_connections_pct, hidden)
 
     def plan(self, state: PoolState) -> Plan:
         if not state.instances:
@@ -151,4 +158,7 @@ class PoolAdvice(Step[PoolState]):
                          f"{a['app_peak']} over {a['instances']} instance(s), +25%), max_overflow="
                          f"{sug['max_overflow']}: worst case {sug['worst_case_in_rollout']} during a rollout, "
                          f"leaving {a['headroom']} connections of headroom")
+        if not state.server.read_all_stats:
+            lines.append("NOTE: " + state.server.missing_grant(
+                f"{state.hidden} session(s) of other roles were counted by role and application name only"))
         return Plan.nothing("\n".join(lines), severity=severity, data=a)

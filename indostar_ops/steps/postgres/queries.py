@@ -11,6 +11,7 @@ from psycopg import sql
 
 __all__ = [
     "ACTIVITY",
+    "CLIENT",
     "HORIZON",
     "INDEXES",
     "INVALID_LEFTOVERS",
@@ -31,8 +32,17 @@ SELECT current_setting('server_version_num')::int AS version,
        current_database() AS database,
        current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int
-         + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved
+         + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved,
+       current_user AS role,
+       pg_has_role('pg_read_all_stats', 'USAGE') AS read_all_stats,
+       pg_has_role('pg_read_all_settings', 'USAGE') AS read_all_settings
 """
+
+# A session row counts as a client connection when it is one, or when it is hidden from us: without
+# pg_read_all_stats, other roles' rows have NULL backend_type/state/query. A hidden row with a database
+# and a role is a client session (or, rarely, a parallel worker); background processes have neither.
+CLIENT = ("(backend_type = 'client backend'"
+          " OR (backend_type IS NULL AND datname IS NOT NULL AND usesysid IS NOT NULL))")
 
 # User tables and materialized views with their activity counters and the statistics-based
 # heap bloat estimate (expected pages from pg_stats row width vs the pages the table occupies).
@@ -138,23 +148,29 @@ FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pgstattuple'
 """
 
+# shared_preload_libraries is readable only with pg_read_all_settings: without it, `loaded` and
+# `preload` are NULL (unknown), and reading the view itself tells whether the library is loaded.
 PG_STAT_STATEMENTS = """
 SELECT (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
         WHERE e.extname = 'pg_stat_statements') AS schema,
-       'pg_stat_statements' = ANY(string_to_array(
-           replace(replace(current_setting('shared_preload_libraries'), ' ', ''), '"', ''), ',')) AS loaded,
-       current_setting('shared_preload_libraries') AS preload,
+       CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE') THEN
+         'pg_stat_statements' = ANY(string_to_array(
+           replace(replace(current_setting('shared_preload_libraries'), ' ', ''), '"', ''), ','))
+       END AS loaded,
+       CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE') THEN
+         current_setting('shared_preload_libraries')
+       END AS preload,
        (SELECT count(*) > 0 FROM pg_available_extensions WHERE name = 'pg_stat_statements') AS available
 """
 
-ACTIVITY = """
+ACTIVITY = f"""
 SELECT pid, datname AS database, usename AS user, application_name AS application,
        client_addr::text AS client, state, wait_event_type, wait_event,
        extract(epoch FROM now() - state_change)::float8 AS state_age_s,
        extract(epoch FROM now() - query_start)::float8 AS query_age_s,
-       left(query, 200) AS query
+       left(query, 200) AS query, backend_type IS NULL AS hidden
 FROM pg_stat_activity
-WHERE backend_type = 'client backend'
+WHERE {CLIENT}
 ORDER BY pid
 """
 
@@ -180,13 +196,19 @@ FROM {fn}(%(oid)s::oid::regclass) AS s
 
 
 def slow_queries_sql(version: int, schema: str) -> sql.Composed:
-    """Top statements of this database by mean time; 13 renamed total_time/mean_time to *_exec_time."""
+    """Top statements of this database by mean time; 13 renamed total_time/mean_time to *_exec_time.
+
+    Leaves out our own statements (they start with the connector's marker comment, parameter
+    `mark`). Other roles' statements keep their figures but, without pg_read_all_stats, not their
+    text (`<insufficient privilege>`, NULL queryid): `hidden` says so.
+    """
     total, mean = ("total_exec_time", "mean_exec_time") if version >= 130000 else ("total_time", "mean_time")
     return sql.SQL("""
 SELECT queryid::text AS queryid, query, calls, {total}::float8 AS total_ms, {mean}::float8 AS mean_ms, rows,
-       shared_blks_hit, shared_blks_read
+       shared_blks_hit, shared_blks_read, queryid IS NULL AS hidden
 FROM {view}
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
+  AND left(coalesce(query, ''), length(%(mark)s)) <> %(mark)s
 ORDER BY {mean} DESC
 LIMIT %(limit)s
 """).format(total=sql.Identifier(total), mean=sql.Identifier(mean),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...connectors.postgres import MARK
 from ...severity import Severity
 from ...step import Plan, Step
 from . import queries
@@ -47,6 +48,7 @@ class SlowState:
     threshold: Threshold
     rds_instance: str | None
     error: str | None = None
+    denied: str | None = None  # the server refused a read for lack of a grant: its message
 
 
 def enable_instructions(ext: dict[str, Any], database: str, rds_instance: str | None) -> list[str]:
@@ -59,6 +61,10 @@ def enable_instructions(ext: dict[str, Any], database: str, rds_instance: str | 
         if rds_instance:
             steps.append(f"add pg_stat_statements to shared_preload_libraries in the DB parameter group of RDS "
                          f"instance {rds_instance}, then reboot the instance")
+        elif ext["preload"] is None:  # this role may not read the setting: never suggest a value that drops libs
+            steps.append("as a superuser: SHOW shared_preload_libraries; if pg_stat_statements is not listed, "
+                         "ALTER SYSTEM SET shared_preload_libraries = <the libraries listed>, 'pg_stat_statements'; "
+                         "then restart PostgreSQL (a reload is not enough)")
         else:
             current = [lib.strip() for lib in (ext["preload"] or "").split(",") if lib.strip()]
             value = ", ".join(f"'{lib}'" for lib in [*current, "pg_stat_statements"])
@@ -86,15 +92,26 @@ class SlowQueries(Step[SlowState]):
         srv = server(db)
         ext = db.fetch(queries.PG_STAT_STATEMENTS)[0]
         state = SlowState(srv, ext, None, ctx.env.thresholds.response_time_s, settings(ctx).rds_instance)
-        if ext["schema"] and ext["loaded"]:
+        # loaded is None when this role may not read shared_preload_libraries: reading the view tells
+        if ext["schema"] and ext["loaded"] is not False:
             try:
-                state.rows = db.fetch(queries.slow_queries_sql(srv.version, ext["schema"]), {"limit": self.limit})
+                state.rows = db.fetch(queries.slow_queries_sql(srv.version, ext["schema"]),
+                                      {"limit": self.limit, "mark": MARK.strip()})
             except psycopg.errors.ObjectNotInPrerequisiteState as exc:
                 state.error = str(exc).strip().splitlines()[0]
+            except psycopg.errors.InsufficientPrivilege as exc:
+                state.denied = str(exc).strip().splitlines()[0]
         return state
 
     def plan(self, state: SlowState) -> Plan:
         srv = state.server
+        if state.denied:
+            reason = (f"role {srv.role} may not read pg_stat_statements in {srv.database}: {state.denied}; "
+                      f"as a superuser (on RDS the master user): GRANT pg_monitor TO {srv.role}, or set "
+                      "database.admin_user to a role granted pg_monitor")
+            return Plan.nothing(reason, severity=Severity.UNKNOWN,
+                                data={"enabled": None, "error": state.denied, "role": srv.role,
+                                      "missing_grant": "pg_monitor", "server_version": srv.version})
         if state.rows is None:
             if state.error:
                 state.extension = {**state.extension, "loaded": False}
@@ -107,17 +124,24 @@ class SlowQueries(Step[SlowState]):
         warn_ms, crit_ms = state.threshold.warning * 1000, state.threshold.critical * 1000
         severity = Severity.worst([state.threshold.evaluate(r["mean_ms"] / 1000) for r in rows])
         columns = "mean_exec_time" if srv.version >= 130000 else "mean_time"
+        hidden = sum(1 for r in rows if r["hidden"])
+        note = None
+        if not srv.read_all_stats:
+            note = srv.missing_grant(f"the text of other roles' statements is hidden ({hidden} of these {len(rows)})")
         data = {"enabled": True, "server_version": srv.version, "order_by": columns, "queries": rows,
-                "warning_ms": warn_ms, "critical_ms": crit_ms}
+                "warning_ms": warn_ms, "critical_ms": crit_ms, "role": srv.role, "hidden": hidden, "note": note}
+        tail = f"\nINCOMPLETE: {note}" if note else ""
         if not rows:
-            return Plan.nothing(f"pg_stat_statements has no statements recorded for {srv.database} yet",
+            return Plan.nothing(f"pg_stat_statements has no statements recorded for {srv.database} yet" + tail,
                                 severity=severity, data=data)
-        table = text_table([(f"{r['mean_ms']:.1f}", r["calls"], f"{r['total_ms']:.0f}", shorten(r["query"], 70))
+        table = text_table([(f"{r['mean_ms']:.1f}", r["calls"], f"{r['total_ms']:.0f}",
+                             "(another role's statement: text hidden)" if r["hidden"] else shorten(r["query"], 70))
                             for r in rows], ("mean ms", "calls", "total ms", "query"))
         slow = sum(1 for r in rows if r["mean_ms"] > warn_ms)
-        head = (f"top {len(rows)} statements by {columns}; {slow} over {warn_ms:.0f} ms" if slow
-                else f"top {len(rows)} statements by {columns}, none over {warn_ms:.0f} ms")
-        return Plan.nothing(f"{head}\n{table}", severity=severity, data=data)
+        head = (f"top {len(rows)} statements by {columns} (this tool's own left out); {slow} over {warn_ms:.0f} ms"
+                if slow else f"top {len(rows)} statements by {columns} (this tool's own left out), none over "
+                f"{warn_ms:.0f} ms")
+        return Plan.nothing(f"{head}\n{table}{tail}", severity=severity, data=data)
 
 
 # ---------------------------------------------------------------- bloat

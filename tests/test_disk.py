@@ -60,4 +60,4 @@ def test_unreachable_host_is_unknown(inventory: InventoryDir, ssh_rig: SshRig, r
     assert code == 3 and doc["severity"] == "UNKNOWN"
     by_target = {t["target"]: t for t in _targets(doc)}
     assert by_target[rig_hosts[0].name]["severity"] == "OK"
-    assert by_target["down"]["status"] == "failed" and "cannot connect" in by_target["down"]["error"]
+    assert by_target["down"]["status"] == "unreachable" and "TCP connection refused" in by_target["down"]["error"]

@@ -67,6 +67,45 @@ def unreachable_address() -> str:
     return ADDRESS_PREFIX + "250"
 
 
+SUDOERS_DIR = Path("/etc/sudoers.d")
+
+
+def ensure_login_user(name: str, *, sudo: str | None) -> str:
+    """An unprivileged local account the rig's sshd lets in with the rig key, for `become` tests.
+
+    `sudo="nopasswd"`: a sudoers drop-in with passwordless sudo (what the shipped inventories'
+    `deploy` user needs); `sudo="password"`: sudo only with a password (so `sudo -n` refuses);
+    None: no sudo at all. Idempotent and safe to race with another test session: the account
+    and drop-in are created once and left in place (they grant nothing to anyone without the
+    rig's private key, and sshd only lets the rig's own sshd processes use that key). The
+    drop-in is checked with `visudo -cf` before it is moved into place, so a mistake can never
+    break sudo on the machine.
+    """
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        done = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name],
+                              capture_output=True, text=True, check=False)
+        if done.returncode not in (0, 9):  # 9: created meanwhile by a concurrent session
+            raise RuntimeError(f"useradd {name} failed: {done.stderr.strip()}")
+    # '*' (not '!'): without PAM, sshd refuses key logins to a locked ('!') account
+    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    dropin = SUDOERS_DIR / f"indostar-rig-{name}"
+    rule = {"nopasswd": f"{name} ALL=(root) NOPASSWD: ALL\n", "password": f"{name} ALL=(root) ALL\n"}.get(sudo or "")
+    if rule is None:
+        dropin.unlink(missing_ok=True)
+        return name
+    if not dropin.is_file() or dropin.read_text() != rule:
+        staged = SUDOERS_DIR / f".indostar-rig-{name}.{os.getpid()}"
+        staged.write_text(rule)
+        os.chmod(staged, 0o440)
+        subprocess.run(["visudo", "-cqf", str(staged)], check=True, capture_output=True)
+        os.replace(staged, dropin)
+    return name
+
+
 def _port_open(address: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((address, port), timeout=timeout):
@@ -88,9 +127,16 @@ class SshRig:
 
     user = "root"
 
-    def __init__(self, workdir: Path, port: int = 2322) -> None:
+    def __init__(self, workdir: Path, port: int = 2322, *, address_prefix: str = ADDRESS_PREFIX,
+                 log_level: str = "INFO", extra_config: str = "", client_key: Path | None = None) -> None:
+        """`address_prefix` picks another loopback range (a bastion beside the fleet), `log_level`
+        VERBOSE/DEBUG1 makes sshd log forwarded channels, `client_key` reuses another rig's key."""
         self.workdir = Path(workdir)
         self.port = port
+        self.address_prefix = address_prefix
+        self.log_level = log_level
+        self.extra_config = extra_config
+        self._shared_client_key = client_key
         self.hosts: list[RigHost] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
@@ -103,7 +149,7 @@ class SshRig:
     @property
     def client_key(self) -> Path:
         """Private ed25519 key authorised for root on every rig host."""
-        return self.workdir / "id_ed25519"
+        return self._shared_client_key or self.workdir / "id_ed25519"
 
     @property
     def known_hosts(self) -> Path:
@@ -130,7 +176,7 @@ class SshRig:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privsep dir, else sshd dies
         self._make_keys()
         self.hosts = [
-            RigHost(name=f"host-{i}", address=f"{ADDRESS_PREFIX}{i}", port=self.port)
+            RigHost(name=f"host-{i}", address=f"{self.address_prefix}{i}", port=self.port)
             for i in range(1, n_hosts + 1)
         ]
         host_pub = (self.workdir / "ssh_host_ed25519_key.pub").read_text().split()
@@ -180,10 +226,11 @@ class SshRig:
             "X11Forwarding no\n"
             "PermitUserEnvironment no\n"
             "DebianBanner no\n"
-            "LogLevel INFO\n"
+            f"LogLevel {self.log_level}\n"
             # Stop Debian bash from sourcing root's slow ~/.bashrc (see module doc).
             "SetEnv SHLVL=1\n"
             "Subsystem sftp internal-sftp\n"
+            + self.extra_config
         )
 
     def _spawn(self, index: int, hosts: list[RigHost]) -> None:

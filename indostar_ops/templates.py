@@ -1,4 +1,4 @@
-"""Jinja2 rendering of `templates/`: strict about undefined names, errors with file and line."""
+"""Jinja2 rendering of `templates/`: StrictUndefined, HTML autoescaped, errors with file and line."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ def _environment(directory: str) -> Any:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - renders config files, not HTML; HTML templates escape explicitly
+        # HTML pages (*.html.j2) are autoescaped: inventory text on a page is never markup. Config files
+        # (logrotate, nginx) are not HTML; the inventory types their values at load instead.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True,
+                                            default=False),
     )
 
 

@@ -131,12 +131,32 @@ def test_renew_force_renews_reloads_and_serves_the_new_certificate(site_env, acm
     assert code == 0 and "no certificate due" in targets(doc, "certs.renew")["host-1"]["reason"]
 
 
-def test_broken_nginx_config_is_never_reloaded(site_env, acme_site: AcmeSite) -> None:  # noqa: F811
-    """If nginx -t fails after renewal, renew fails with nginx's error and nginx keeps the old config and cert."""
+def test_broken_nginx_config_refuses_renewal_before_certbot(site_env, acme_site: AcmeSite) -> None:  # noqa: F811
+    """nginx -t failing BEFORE renewal: exit 1, certbot never runs (no renewal spent), nothing reloaded."""
     env = site_env()
     nginx = acme_site.nginx
-    old, workers = served(acme_site), nginx.worker_pids()
+    before, workers = sha256(on_disk(acme_site)), nginx.worker_pids()
     nginx.maintenance_snippet.write_text("this is not nginx syntax;\n")
+    try:
+        code, doc = cli_json("certs.renew", "--env", env, "--force")
+    finally:
+        nginx.maintenance_snippet.write_text("")
+    result = targets(doc, "certs.renew")["host-1"]
+    assert code == 1 and result["status"] == "failed"
+    assert "nginx -t fails BEFORE renewal; refusing to renew" in result["error"]
+    assert "unknown directive" in result["error"] and "certbot was not run" in result["error"]
+    assert not any("certbot" in a.get("command", "") or "reload" in a.get("command", "")
+                   for a in result.get("actions", []))
+    assert sha256(on_disk(acme_site)) == before and nginx.worker_pids() == workers
+
+
+def test_config_broken_by_the_renewal_is_never_reloaded(site_env, acme_site: AcmeSite) -> None:  # noqa: F811
+    """nginx -t passes, certbot renews, then nginx -t fails (a deploy hook broke it): no reload, old cert served."""
+    nginx = acme_site.nginx
+    vars_ = acme_site.certbot_vars()
+    vars_["certbot"]["options"] += ["--deploy-hook", f"echo 'this is not nginx syntax;' > {nginx.maintenance_snippet}"]
+    env = site_env(vars_)
+    old, workers = served(acme_site), nginx.worker_pids()
     try:
         code, doc = cli_json("certs.renew", "--env", env, "--force")
         result = targets(doc, "certs.renew")["host-1"]
@@ -152,7 +172,7 @@ def test_broken_nginx_config_is_never_reloaded(site_env, acme_site: AcmeSite) ->
     finally:
         nginx.maintenance_snippet.write_text("")
 
-    code, doc = cli_json("certs.renew", "--env", env)  # fixed config: reload only, no certbot
+    code, doc = cli_json("certs.renew", "--env", site_env())  # fixed config: reload only, no certbot
     result = targets(doc, "certs.renew")["host-1"]
     assert code == 0, result
     nginx.wait_reloaded(workers)

@@ -126,8 +126,52 @@ def test_system_directories_are_refused(inventory: InventoryDir, ssh_rig: SshRig
     inventory.write("wide", host_inventory(ssh_rig, [host], tmp_path, {host.name: {setting: [path]}}))
     task = "logs.cleanup" if setting == "log_dirs" else "tmp.cleanup"
     code, doc = cli_json(task, "--env", "wide", "--check")
-    result = targets(doc, task)[host.name]
-    assert code == 1 and "refusing to clean" in result["error"]
+    assert code == 2 and "refusing to clean" in doc["error"] and "steps" not in doc  # before any connection
+
+
+@pytest.mark.parametrize("points_at", ["/etc", "/tmp", "/", "/usr/lib"])
+def test_a_symlinked_root_is_judged_by_what_it_resolves_to(inventory: InventoryDir, ssh_rig: SshRig, tmp_path: Path,
+                                                           points_at: str) -> None:
+    """tmp_dirs: [.../tmp-alias] -> /etc is /etc: refused naming both paths, nothing listed or deleted."""
+    host = ssh_rig.hosts[0]
+    alias = tmp_path / host.name / "srv/app/tmp-alias"
+    alias.parent.mkdir(parents=True, exist_ok=True)
+    alias.symlink_to(points_at)
+    inventory.write("alias", host_inventory(ssh_rig, [host], tmp_path, {host.name: {"tmp_dirs": [str(alias)]}}))
+    for extra in (["--check"], []):
+        code, doc = cli_json("tmp.cleanup", "--env", "alias", "--older-than", "1m", *extra)
+        result = targets(doc, "tmp.cleanup")[host.name]
+        assert code == 1 and result["status"] == "failed", result
+        assert f"'{alias}' resolves to '{points_at}' on the host" in result["error"]
+        assert "refusing to clean" in result["error"] and "files" not in result.get("data", {})
+        assert "actions" not in result  # nothing was deleted: no write ever started
+
+
+def test_a_root_that_is_a_file_is_refused(inventory: InventoryDir, ssh_rig: SshRig, tmp_path: Path) -> None:
+    """A root that resolves to a regular file is not a directory to clean."""
+    host = ssh_rig.hosts[0]
+    plain = write(tmp_path / host.name / "srv/not-a-dir", "x", days=30)
+    inventory.write("file", host_inventory(ssh_rig, [host], tmp_path, {host.name: {"tmp_dirs": [str(plain)]}}))
+    code, doc = cli_json("tmp.cleanup", "--env", "file", "--older-than", "1d")
+    result = targets(doc, "tmp.cleanup")[host.name]
+    assert code == 1 and "is not a directory" in result["error"] and plain.exists()
+
+
+def test_a_symlinked_root_to_a_real_app_dir_cleans_the_resolved_dir(inventory: InventoryDir, ssh_rig: SshRig,
+                                                                    tmp_path: Path) -> None:
+    """An alias of an ordinary directory is allowed; the plan names the resolved directory it cleans."""
+    host = ssh_rig.hosts[1]
+    real = tmp_path / host.name / "data/app-tmp"
+    old = write(real / "old.bin", "x" * 10, days=3)
+    alias = tmp_path / host.name / "srv/tmp-alias"
+    alias.parent.mkdir(parents=True, exist_ok=True)
+    alias.symlink_to(real)
+    inventory.write("ok", host_inventory(ssh_rig, [host], tmp_path, {host.name: {"tmp_dirs": [str(alias)]}}))
+    code, doc = cli_json("tmp.cleanup", "--env", "ok", "--older-than", "1d")
+    result = targets(doc, "tmp.cleanup")[host.name]
+    assert code == 0, result
+    assert result["data"]["roots"] == [str(real)] and result["data"]["resolved"] == {str(alias): str(real)}
+    assert not old.exists() and alias.is_symlink()
 
 
 def test_invalid_age_is_a_usage_error(inventory: InventoryDir, ssh_rig: SshRig, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from indostar_ops.steps.disk_report import human_bytes
+from indostar_ops.units import human_bytes
 from tests.host_support import host_inventory, targets, write
 from tests.rig.sshd import SshRig
 from tests.support import InventoryDir, cli_json

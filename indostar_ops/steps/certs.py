@@ -6,133 +6,37 @@ loaded. So the check compares the certificate *served* (TLS handshake with SNI t
 the host's endpoint) with the *file* on the host, both parsed with `cryptography`,
 by SHA-256 fingerprint.
 
-Renewal runs `certbot renew --cert-name NAME` only for certificates inside
-certbot's renewal window (or with `force`), always with `--no-random-sleep-on-renew`
-(without a terminal certbot first sleeps up to 8 minutes), then `nginx -t` and a
-reload only if the test passes, then waits until the new certificate is served.
+Renewal first runs `nginx -t`: with a broken config a renewal would be spent (Let's Encrypt
+rate limits) on a certificate nginx cannot load, so it is refused. Then
+`certbot renew --cert-name NAME` only for certificates inside certbot's renewal window
+(or with `force`), always with `--no-random-sleep-on-renew` (without a terminal certbot
+first sleeps up to 8 minutes), then `nginx -t` again and a reload only if it passes,
+then it waits (one poller) until the new certificate is served.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import ssl
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..connectors.shell import sh
-from ..errors import InventoryError, StepError, StepValueError, VerificationFailed
+from ..errors import InventoryError, StepError, StepValueError, VerificationFailed, WaitTimeout
+from ..facts import read_optional
+from ..nginxctl import nginx_test, nginx_test_and_reload, test_command
+from ..poll import wait_until
 from ..severity import Severity
 from ..step import Change, Outcome, Plan, Step
-from .nginx import nginx_test_and_reload
+from ..tls import CertInfo, Served, fetch_served, load_leaf
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from ..context import Context
     from ..inventory import CertificateSettings, HostTarget, Threshold
 
-__all__ = ["CertInfo", "CertificateCheck", "RenewCertificates", "describe_certificate", "fetch_served"]
+__all__ = ["CertificateCheck", "RenewCertificates"]
 
-_MISSING = 3
-_READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
-HANDSHAKE_TIMEOUT_S = 10.0
 SERVED_WAIT_S = 15.0
 STABLE_HANDSHAKES = 3
-
-
-@dataclass(frozen=True)
-class CertInfo:
-    """The facts about one certificate that an operator acts on."""
-
-    fingerprint: str
-    serial: str
-    subject: str
-    issuer: str
-    sans: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-
-    def days_left(self, now: dt.datetime) -> float:
-        return (self.not_after - now).total_seconds() / 86400
-
-    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
-        return {"days_left": round(self.days_left(now), 2), "not_after": self.not_after.isoformat(),
-                "not_before": self.not_before.isoformat(), "issuer": self.issuer, "subject": self.subject,
-                "sans": list(self.sans), "serial": self.serial, "sha256": self.fingerprint}
-
-
-def describe_certificate(cert: x509.Certificate) -> CertInfo:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = tuple([*ext.get_values_for_type(x509.DNSName), *map(str, ext.get_values_for_type(x509.IPAddress))])
-    except x509.ExtensionNotFound:
-        sans = ()
-    return CertInfo(cert.fingerprint(hashes.SHA256()).hex(), format(cert.serial_number, "x"),
-                    cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), sans,
-                    cert.not_valid_before_utc, cert.not_valid_after_utc)
-
-
-def load_leaf(pem: bytes) -> CertInfo:
-    """The first certificate of a PEM file (cert.pem or fullchain.pem)."""
-    from cryptography import x509
-
-    return describe_certificate(x509.load_pem_x509_certificates(pem)[0])
-
-
-@dataclass(frozen=True)
-class Served:
-    """What a TLS client got from the endpoint."""
-
-    info: CertInfo | None = None
-    verified: bool | None = None
-    verify_error: str | None = None
-    error: str | None = None
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """'host:port', '[v6]:port' or 'host' (port 443)."""
-    if endpoint.startswith("["):
-        address, _, rest = endpoint[1:].partition("]")
-        return address, int(rest.lstrip(":") or 443)
-    address, sep, port = endpoint.rpartition(":")
-    return (address, int(port)) if sep and port.isdigit() else (endpoint, 443)
-
-
-def fetch_served(endpoint: str, sni: str, ca_file: str | None = None,
-                 timeout: float = HANDSHAKE_TIMEOUT_S) -> Served:
-    """Handshake with SNI and read the served leaf; verify chain + name against ca_file or system trust."""
-    from cryptography import x509
-
-    address, port = split_endpoint(endpoint)
-    verified, verify_error = True, None
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-        try:
-            der = _handshake(context, address, port, sni, timeout)
-        except ssl.SSLCertVerificationError as exc:
-            verified, verify_error = False, exc.verify_message or str(exc)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            der = _handshake(context, address, port, sni, timeout)
-    except (OSError, ssl.SSLError) as exc:
-        return Served(error=f"TLS handshake with {endpoint} (SNI {sni}) failed: {exc}")
-    return Served(describe_certificate(x509.load_der_x509_certificate(der)), verified, verify_error)
-
-
-def _handshake(context: ssl.SSLContext, address: str, port: int, sni: str, timeout: float) -> bytes:
-    with socket.create_connection((address, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=sni) as tls:
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError(f"{address}:{port} sent no certificate")
-    return der
 
 
 def _config_dir(options: Sequence[str]) -> str:
@@ -233,11 +137,11 @@ def certificate_path(target: HostTarget, cert: CertificateSettings) -> str:
 
 
 def read_file_cert(ctx: Context, target: HostTarget, path: str) -> tuple[CertInfo | None, str | None]:
-    result = ctx.host(target).read(sh(_READ, path), ok=(0, _MISSING))
-    if result.exit_code == _MISSING:
+    text = read_optional(ctx.host(target), path)
+    if text is None:
         return None, f"{path} does not exist on {target.name}"
     try:
-        return load_leaf(result.stdout.encode()), None
+        return load_leaf(text.encode()), None
     except ValueError as exc:
         return None, f"{path} is not a PEM certificate: {exc}"
 
@@ -355,7 +259,8 @@ class RenewCertificates(Step[CertState]):
         changes += [Change(f"nginx serves an older certificate than {s.path}: reload to serve it",
                            before=s.served.info.fingerprint if s.served.info else None,
                            after=s.file.fingerprint if s.file else None) for s in stale]
-        changes.append(Change("nginx -t, then reload nginx only if the test passes"))
+        changes.append(Change("nginx -t before certbot (refuse to renew if it fails) and after it; reload nginx "
+                              "only if the test passes"))
         return Plan(changes, data=data)
 
     def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
@@ -363,6 +268,14 @@ class RenewCertificates(Step[CertState]):
         certbot = target.settings.certbot
         renewed: dict[str, Any] = {}
         expect_served: dict[str, str] = dict(plan.data["expect_served"])
+        ok, output = nginx_test(host, target.settings.nginx)
+        if not ok:  # before certbot: a renewal nginx cannot load is a renewal spent (rate limits) for nothing
+            raise StepError(
+                f"{target.name}: nginx -t fails BEFORE renewal; refusing to renew "
+                f"{', '.join(plan.data['renew']) or '(reload only)'}: certbot was not run, nginx not reloaded "
+                "(still serving the current certificate):\n" + output.strip(),
+                hint=f"fix the nginx config first ({test_command(target.settings.nginx)}), then re-run certs.renew",
+            )
         for name in plan.data["renew"]:
             path = certificate_path(target, next(c for c in target.settings.certificates if c.name == name))
             before, _ = read_file_cert(ctx, target, path)
@@ -385,7 +298,7 @@ class RenewCertificates(Step[CertState]):
                              "old_sha256": before.fingerprint, "sha256": after.fingerprint}
             expect_served[name] = after.fingerprint
         nginx_test_and_reload(host, target.settings.nginx, "serve renewed certificates")
-        served = self._served_after_reload(target, plan, expect_served)
+        served = self._served_after_reload(ctx, target, plan, expect_served)
         reason = "now serving: " + "; ".join(
             f"{name} until {_minute(info['not_after'])} UTC"
             + (f" (was {_minute(info['previous_not_after'])})" if info["previous_not_after"] else "")
@@ -399,31 +312,49 @@ class RenewCertificates(Step[CertState]):
                 raise VerificationFailed(f"{target.name}: {name} is not the served certificate after the reload",
                                          hint="invoke certs.check")
 
-    def _served_after_reload(self, target: HostTarget, plan: Plan, expect: dict[str, str]) -> dict[str, Any]:
-        """Poll until every renewed certificate is the one served (a reload is asynchronous)."""
+    def _served_after_reload(self, ctx: Context, target: HostTarget, plan: Plan,
+                             expect: dict[str, str]) -> dict[str, Any]:
+        """Wait until every renewed certificate is the one served (a reload is asynchronous)."""
         certs = {c.name: c for c in target.settings.certificates}
         served: dict[str, Any] = {}
         previous = {c["name"]: c["served"]["not_after"] for c in plan.data["certificates"] if "served" in c}
         for name, fingerprint in expect.items():
             cert = certs[name]
             endpoint, sni = cert.endpoint or f"{target.address}:443", cert.sni or cert.name
-            deadline, streak = time.monotonic() + SERVED_WAIT_S, 0
-            while True:  # old workers keep serving for a moment after a reload: want a stable answer
-                now = fetch_served(endpoint, sni, cert.ca_file)
-                streak = streak + 1 if now.info and now.info.fingerprint == fingerprint else 0
-                if streak >= STABLE_HANDSHAKES or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1 if streak else 0.25)
-            if now.info is None or now.info.fingerprint != fingerprint:
+            seen: list[Served] = []
+
+            def probe(endpoint: str = endpoint, sni: str = sni, ca_file: str | None = cert.ca_file,
+                      seen: list[Served] = seen) -> Served:
+                seen.append(fetch_served(endpoint, sni, ca_file))
+                return seen[-1]
+
+            def stable(_: Served, seen: list[Served] = seen, fingerprint: str = fingerprint) -> bool:
+                # old workers keep serving for a moment after a reload: want the same answer several times
+                last = seen[-STABLE_HANDSHAKES:]
+                return len(last) == STABLE_HANDSHAKES and all(
+                    s.info is not None and s.info.fingerprint == fingerprint for s in last)
+
+            try:
+                now = wait_until(ctx, f"{endpoint} (SNI {sni}) serves the renewed {name}", probe, stable,
+                                 timeout=SERVED_WAIT_S, every=0.1, describe=_describe_served)
+            except WaitTimeout:
+                now = seen[-1]
                 raise VerificationFailed(
                     f"{target.name}: nginx reloaded but {endpoint} (SNI {sni}) still serves "
                     + (f"certificate {now.info.fingerprint[:16]}... until {now.info.not_after:%Y-%m-%d %H:%M} UTC"
                        if now.info else f"nothing readable ({now.error})")
                     + f", not the new {fingerprint[:16]}... after {SERVED_WAIT_S:.0f}s",
                     hint="check that nginx's ssl_certificate points at the certbot live/ path: invoke certs.check",
-                )
+                ) from None
+            assert now.info is not None
             served[name] = {"not_after": now.info.not_after.isoformat(), "sha256": now.info.fingerprint,
                             "verified": now.verified, "previous_not_after": previous.get(name)}
             if previous.get(name):
                 served[name]["expiry_moved"] = now.info.not_after > dt.datetime.fromisoformat(previous[name])
         return served
+
+
+def _describe_served(served: Served) -> str:
+    if served.info is None:
+        return served.error or "no certificate"
+    return f"certificate {served.info.fingerprint[:16]}... until {served.info.not_after:%Y-%m-%d %H:%M} UTC"

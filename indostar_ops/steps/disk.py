@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..facts import Filesystem
+from ..facts import filesystems as read_filesystems
 from ..severity import Severity
 from ..step import Plan, Step
 
@@ -18,19 +20,9 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..inventory import HostTarget, Threshold
 
-__all__ = ["DiskCheck", "parse_df", "parse_du"]
+__all__ = ["DiskCheck", "parse_du"]
 
 DU_BUDGET_S = 20
-
-
-@dataclass(frozen=True)
-class Filesystem:
-    path: str
-    size_kb: int
-    used_kb: int
-    avail_kb: int
-    used_pct: int
-    mount: str
 
 
 @dataclass
@@ -40,15 +32,6 @@ class DiskState:
     filesystems: list[Filesystem]
     largest: list[dict[str, Any]] = field(default_factory=list)
     du_incomplete: bool = False
-
-
-def parse_df(output: str, paths: list[str]) -> list[Filesystem]:
-    """Parse `df -k --output=size,used,avail,pcent,target` (one line per path, header first)."""
-    rows = []
-    for path, line in zip(paths, output.strip().splitlines()[1:], strict=False):
-        size, used, avail, pcent, mount = line.split(maxsplit=4)
-        rows.append(Filesystem(path, int(size), int(used), int(avail), int(pcent.rstrip("%") or 0), mount))
-    return rows
 
 
 def parse_du(output: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -74,8 +57,7 @@ class DiskCheck(Step[DiskState]):
     def check(self, ctx: Context, target: HostTarget) -> DiskState:
         host = ctx.host(target)
         paths = target.settings.disk_paths
-        df = host.read(["df", "-k", "--output=size,used,avail,pcent,target", "--", *paths])
-        state = DiskState(target, ctx.env.thresholds.disk_pct, parse_df(df.stdout, paths))
+        state = DiskState(target, ctx.env.thresholds.disk_pct, read_filesystems(host, paths))
         if any(ctx.env.thresholds.disk_pct.evaluate(fs.used_pct) != Severity.OK for fs in state.filesystems):
             roots = target.settings.disk_report_roots
             du = host.read(["timeout", str(DU_BUDGET_S), "du", "-x", "-k", "-d", "1", "--", *roots],

@@ -4,7 +4,9 @@ Read-only. For each configured root: the largest directories (`du -x`, a few
 levels deep) and the largest files (`find -xdev`, sorted on the host so only
 the top N cross the wire). The whole report on one host shares one time
 budget: a command that runs out of it is killed and its partial result is
-reported as incomplete instead of the run hanging on a huge tree.
+reported as incomplete instead of the run hanging on a huge tree. Every root is resolved on the
+host first (`realpath -e`, same round trip): du/find measure the resolved directory, and the report
+names both paths when they differ.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..connectors.shell import sh
-from ..errors import StepValueError
+from ..errors import StepValueError, UsageError
 from ..step import Plan, Step
+from ..units import human_bytes
 
 if TYPE_CHECKING:
     from ..context import Context
     from ..inventory import HostTarget
 
-__all__ = ["DiskReport", "human_bytes"]
+__all__ = ["DiskReport"]
 
 # $1 budget (ms), $2 du depth, $3 top N, then the roots. One deadline for the whole report; each
 # command gets an equal share of the time still left, so a slow du cannot starve the finds after it.
 # stdout: NUL-separated records: "R\t<index>" starts a root, du lines are "<KB>\t<path>",
 # "F\t<index>" starts the sorted file list ("<bytes>\t<path>"), "S\t<index>\t<du rc>" ends
-# a root; "M\t<index>" marks a missing root. find's exit code goes to stderr ("find-rc I RC").
+# a root; "M\t<index>" marks a missing root, "N\t<index>" one that is not a directory, and
+# "P\t<index>\t<path>" gives a root's resolved path. find's exit code goes to stderr ("find-rc I RC").
 _REPORT = r"""
 b=$1; depth=$2; n=$3; shift 3
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -36,7 +40,9 @@ share() { s=$(( (end - $(ms)) / todo )); [ "$s" -gt 0 ] || s=0; printf '%d.%03d'
 end=$(( $(ms) + b )); todo=$(( $# * 2 )); i=0
 for r do
   i=$((i + 1))
-  if [ ! -d "$r" ]; then printf 'M\t%s\0' "$i"; todo=$((todo - 2)); continue; fi
+  if ! r=$(realpath -e -- "$r" 2>/dev/null); then printf 'M\t%s\0' "$i"; todo=$((todo - 2)); continue; fi
+  printf 'P\t%s\t%s\0' "$i" "$r"
+  if [ ! -d "$r" ]; then printf 'N\t%s\0' "$i"; todo=$((todo - 2)); continue; fi
   printf 'R\t%s\0' "$i"
   t=$(share); todo=$((todo - 1))
   if [ "$t" != 0.000 ]; then timeout -s KILL "$t" du -0 -x -k -d "$depth" -- "$r"; rc=$?; else rc=124; fi
@@ -56,19 +62,12 @@ done
 _FIND_RC = re.compile(r"^find-rc (\d+) (\d+)$", re.MULTILINE)
 
 
-def human_bytes(size: float) -> str:
-    """1536 -> '1.5K' (powers of 1024, like `du -h` and `sort -h`)."""
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(size) < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 @dataclass
 class RootReport:
     root: str
+    resolved: str | None = None  # the root's real path on the host, when it differs
     missing: bool = False
+    not_dir: bool = False
     total_bytes: int | None = None
     dirs: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -76,8 +75,10 @@ class RootReport:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"root": self.root}
-        if self.missing:
-            out["missing"] = True
+        if self.resolved:
+            out["resolved"] = self.resolved
+        if self.missing or self.not_dir:
+            out["missing" if self.missing else "not_a_directory"] = True
             return out
         out.update(total_bytes=self.total_bytes, largest_dirs=self.dirs, largest_files=self.files)
         if self.incomplete:
@@ -101,11 +102,17 @@ def parse_report(stdout: str, stderr: str, roots: Sequence[str], top: int) -> li
     mode = ""
     for record in stdout.split("\0"):
         tag, _, rest = record.partition("\t")
-        if tag in {"R", "F", "S", "M"} and rest.split("\t")[0].isdigit():
+        if tag in {"R", "F", "S", "M", "N", "P"} and rest.split("\t")[0].isdigit():
             index = int(rest.split("\t")[0]) - 1
             current = reports[index]
             if tag == "M":
                 current.missing = True
+            elif tag == "N":
+                current.not_dir = True
+            elif tag == "P":
+                real = rest.split("\t", 1)[1]
+                current.resolved = real if real != current.root else None
+                continue
             elif tag == "S":
                 if rest.split("\t")[1] == "124":
                     current.incomplete.append("du")
@@ -117,7 +124,7 @@ def parse_report(stdout: str, stderr: str, roots: Sequence[str], top: int) -> li
             continue
         if mode == "R":
             size_kb = int(tag)
-            if rest.rstrip("/") == current.root.rstrip("/"):
+            if rest.rstrip("/") == (current.resolved or current.root).rstrip("/"):
                 current.total_bytes = size_kb * 1024
             else:
                 current.dirs.append({"path": rest, "bytes": size_kb * 1024})
@@ -145,12 +152,18 @@ class DiskReport(Step[DiskReportState]):
         self.depth = depth
         self.budget_s = budget_s
 
+    def preflight(self, ctx: Context) -> None:
+        """--roots (a flag, not typed by the inventory): absolute, no control characters; exit 2 otherwise."""
+        super().preflight(ctx)
+        for root in self.roots or ():
+            if any(ord(c) < 32 or ord(c) == 127 for c in root):
+                raise UsageError(f"disk.report root {root!r} contains a control character", hint="fix --roots")
+            if not root.startswith("/"):
+                raise UsageError(f"disk.report root {root!r} is not an absolute path",
+                                 hint="--roots takes absolute directories, e.g. --roots /var/log,/srv")
+
     def check(self, ctx: Context, target: HostTarget) -> DiskReportState:
         roots = self.roots or target.settings.disk_report_roots
-        for root in roots:
-            if not root.startswith("/") or "\n" in root:
-                raise StepValueError(f"{target.name}: disk report root {root!r} must be an absolute path",
-                                     hint="fix disk_report_roots in the inventory")
         budget = self.budget_s
         result = ctx.host(target).read(
             sh(_REPORT, str(int(budget * 1000)), str(self.depth), str(self.top), *roots),
@@ -163,13 +176,14 @@ class DiskReport(Step[DiskReportState]):
     def plan(self, state: DiskReportState) -> Plan:
         lines = []
         for report in state.roots:
-            if report.missing:
-                lines.append(f"{report.root}: does not exist")
+            name = report.root + (f" (-> {report.resolved})" if report.resolved else "")
+            if report.missing or report.not_dir:
+                lines.append(f"{name}: {'does not exist' if report.missing else 'is not a directory'}")
                 continue
             total = human_bytes(report.total_bytes) if report.total_bytes is not None else "?"
             note = f" (incomplete: {'/'.join(report.incomplete)} stopped by the {state.budget_s:g}s budget)" \
                 if report.incomplete else ""
-            lines.append(f"{report.root}: {total}{note}")
+            lines.append(f"{name}: {total}{note}")
             lines += [f"  dir  {human_bytes(d['bytes']):>7}  {d['path']}" for d in report.dirs[:5]]
             lines += [f"  file {human_bytes(f['bytes']):>7}  {f['path']}" for f in report.files[:5]]
         data: dict[str, Any] = {"roots": [r.as_dict() for r in state.roots], "budget_s": state.budget_s}

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StepError, UsageError
+from ..errors import ConfirmationRequired, StepError, UsageError
+from ..facts import filesystems
 from ..step import Change, Outcome, Plan, Step
-from .disk import parse_df
+from ..units import human_bytes
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -44,11 +45,7 @@ _NO_ENGINE = ("Cannot connect to the Docker daemon", "Is the docker daemon runni
 
 def human_size(size: float) -> str:
     """Bytes -> docker's own notation (go-units HumanSize: decimal units, 4 significant digits)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.4g}{unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
+    return human_bytes(size, decimal=True)
 
 
 def parse_size(text: str) -> int:
@@ -163,6 +160,16 @@ class DockerPrune(Step[DockerState]):
         self.only_over_warning = only_over_warning
         self.groups = groups
 
+    def preflight(self, ctx: Context) -> None:
+        """Volumes hold data: on a production tier they need --yes, even at a terminal (a prompt is not enough)."""
+        super().preflight(ctx)
+        if "volumes" in self.classes and ctx.env.is_production and not ctx.assume_yes and not ctx.check:
+            raise ConfirmationRequired(
+                f"pruning volumes deletes data; on production-tier {ctx.env.name!r} it needs --yes, even at a "
+                "terminal; nothing was run",
+                hint=f"preview with --check, then: invoke docker.prune --env {ctx.env.name} --volumes --yes",
+            )
+
     def check(self, ctx: Context, target: HostTarget) -> DockerState:
         docker = target.settings.docker
         if not docker.enabled:
@@ -170,8 +177,7 @@ class DockerPrune(Step[DockerState]):
         rows = parse_system_df(docker_read(ctx, target, ["system", "df", "--format", "{{json .}}"]))
         state = DockerState(target, enabled=True, rows=rows)
         if self.only_over_warning:
-            df = ctx.host(target).read(["df", "-k", "--output=size,used,avail,pcent,target", "--", docker.data_root])
-            state.disk_pct = parse_df(df.stdout, [docker.data_root])[0].used_pct
+            state.disk_pct = filesystems(ctx.host(target), [docker.data_root])[0].used_pct
             state.warning_pct = ctx.env.thresholds.disk_pct.warning
         return state
 

@@ -2,7 +2,10 @@
 
 Render the policy from the inventory, validate it with `logrotate -d` on the
 host *before* it replaces anything, keep a backup of a replaced file, and do
-nothing at all when the installed file already matches.
+nothing at all when the installed file already matches. Every value rendered
+into the file (paths, patterns, `su`, names) is typed at inventory load, so
+data can never become a directive; the config and backup directories must
+resolve to themselves on the host (no write through a symlinked directory).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..connectors.shell import sh
-from ..errors import CommandError, StepError, StepValueError, VerificationFailed
+from ..errors import StepError, VerificationFailed
+from ..facts import WRITE_GUARD, WRITE_GUARD_EXIT, read_optional, written_path_error
 from ..step import Change, Outcome, Plan, Step, unified_diff
 from ..templates import render_template
 
@@ -26,8 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["InstallLogrotate"]
 
 # stdin: the new config; $1 staging path, $2 destination, $3 backup path ('' for none).
-# One round trip: stage, validate, back up, install, and re-read (sha256) for verify().
-_INSTALL = r"""
+# One round trip: check the directories resolve to themselves, stage, validate, back up, install,
+# and re-read (sha256) for verify().
+_INSTALL = WRITE_GUARD + r"""
+guard "$1"; [ -z "$3" ] || guard "$3"
 umask 022
 cat > "$1" || { rm -f -- "$1"; exit 67; }
 out=$(logrotate -d "$1" 2>&1); rc=$?
@@ -53,37 +59,27 @@ class InstallLogrotate(Step[RotationState]):
 
     name = "logs.install-rotation"
 
-    def __init__(self, groups: Sequence[str] | None = ("web", "workers")) -> None:
-        self.groups = groups
+    DEFAULT_GROUPS = ("web", "workers")
+
+    def __init__(self, groups: Sequence[str] | None = None) -> None:
+        self.groups = groups  # None: the web and workers groups this environment has; named groups must exist
 
     def targets(self, ctx: Context) -> list[HostTarget]:
-        if self.groups is None:
-            return ctx.env.hosts()
-        present = [g for g in self.groups if g in ctx.env.groups]
+        if self.groups is not None:
+            return ctx.env.hosts(self.groups)
+        present = [g for g in self.DEFAULT_GROUPS if g in ctx.env.groups]
         return ctx.env.hosts(present) if present else []
 
     def render(self, ctx: Context, host: HostTarget) -> str:
         settings = host.settings
+        # log_dirs, log_patterns, su and the names are typed at inventory load (model.py): no quote,
+        # newline or control character can reach the file, so no value can add a directive.
         paths = [posixpath.join(d, p) for d in settings.log_dirs for p in settings.log_patterns]
-        for path in paths:
-            if any(ch in path for ch in '"\n\r'):
-                raise StepValueError(
-                    f"{host.name}: log path {path!r} contains a quote or newline, which logrotate cannot take",
-                    hint="fix log_dirs/log_patterns in the inventory",
-                )
         return render_template("logrotate.j2", env=ctx.env.name, host=host.name, paths=paths,
                                policy=settings.logrotate)
 
     def check(self, ctx: Context, target: HostTarget) -> RotationState:
-        path = target.settings.logrotate_config
-        host = ctx.host(target)
-        # A plain `cat` (no shell) keeps the common case, nothing to change, at one cheap round trip.
-        result = host.read(["cat", "--", path], ok=(0, 1))
-        current: str | None = result.stdout
-        if result.exit_code == 1:
-            if host.read(["test", "-e", path], ok=(0, 1)).exit_code == 0:
-                raise CommandError(target.name, f"cat -- {path}", 1, result.output)
-            current = None
+        current = read_optional(ctx.host(target), target.settings.logrotate_config)
         return RotationState(target, current, self.render(ctx, target))
 
     def plan(self, state: RotationState) -> Plan:
@@ -105,7 +101,10 @@ class InstallLogrotate(Step[RotationState]):
         backup = (posixpath.join(settings.backup_dir, posixpath.basename(dest) + "." + stamp)
                   if change.before is not None else "")
         result = host.change(sh(_INSTALL, staged, dest, backup), change.summary
-                             + (f" (backup {backup})" if backup else ""), ok=(0, 65, 66, 67), stdin=change.after)
+                             + (f" (backup {backup})" if backup else ""), ok=(0, 65, 66, 67, WRITE_GUARD_EXIT),
+                             stdin=change.after)
+        if result.exit_code == WRITE_GUARD_EXIT:
+            raise written_path_error(target.name, "logrotate_config/backup_dir", dest, result.stderr)
         if result.exit_code == 67:
             raise StepError(f"{target.name}: cannot write {staged}: {result.stderr.strip()}",
                             hint=f"check that {posixpath.dirname(dest)} exists and is writable")

@@ -6,27 +6,32 @@ never reloaded, its error is shown, and the running nginx keeps serving.
 Maintenance mode (the `nginx` strategy) is a snippet every server block includes,
 installed once with the page, plus a flag file: while the flag exists nginx
 answers 503 with the page. `maintenance.on` / `.off` only create / remove the flag
-(no reload) and then prove it with an HTTP request to the host.
+(no reload) and then prove it with an HTTP request to the host (`probe_url`, optionally with the
+site's name as SNI + Host, a CA bundle and verify options, as certs.check has). Every path written
+into the nginx config is typed at inventory load; every write checks on the host that its directory
+resolves to itself (no write through a symlinked directory).
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connectors.shell import sh
-from ..errors import StepError, StepValueError, UsageError, VerificationFailed
+from ..errors import StepError, UsageError, VerificationFailed, WaitTimeout
+from ..facts import WRITE_GUARD, WRITE_GUARD_EXIT, read_optional, written_path_error
+from ..nginxctl import nginx_reload, nginx_test, test_command
+from ..poll import wait_until
 from ..severity import Severity
 from ..step import Change, Outcome, Plan, Receipt, Step, unified_diff
 from ..templates import render_template
+from ..tls import http_get
 
 if TYPE_CHECKING:
     from ..context import Context, HostSession
-    from ..inventory import Environment, HostTarget, NginxSettings
+    from ..inventory import Environment, HostTarget
 
 __all__ = [
     "MARKER",
@@ -34,8 +39,6 @@ __all__ = [
     "NginxMaintenanceOff",
     "NginxMaintenanceOn",
     "NginxMaintenanceStatus",
-    "nginx_test",
-    "nginx_test_and_reload",
     "probe_site",
     "require_nginx_strategy",
 ]
@@ -46,33 +49,12 @@ MARKER = "indostar-maintenance-page"  # in the page's <meta>; how a probe recogn
 PAGE_NAME = "maintenance.html"
 STABLE_PROBES = 3  # consecutive answers that must agree before on/off count as verified
 
-_MISSING = 3
-_READ = 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi'
-# $1 staged file, $2 destination: atomic replace, creating the directory if needed
-_INSTALL = 'mkdir -p -- "$(dirname -- "$2")" && mv -f -- "$1" "$2"'
-_SAFE_PATH = re.compile(r"^/[\w./@+,=-]*$")
-_SAFE_URI = re.compile(r"^/[\w./@+,=%~-]*$")
-
-
-# ---------------------------------------------------------------- test + reload
-
-
-def nginx_test(host: HostSession, settings: NginxSettings) -> tuple[bool, str]:
-    """`nginx -t`: (passed, its output). Reads only."""
-    result = host.read([*settings.command, "-t"], ok=range(256))
-    return result.exit_code == 0, result.output
-
-
-def nginx_test_and_reload(host: HostSession, settings: NginxSettings, why: str) -> None:
-    """Reload nginx only if `nginx -t` passes; otherwise fail with nginx's own error and reload nothing."""
-    ok, output = nginx_test(host, settings)
-    if not ok:
-        raise StepError(
-            f"{host.target.name}: nginx -t failed, nginx NOT reloaded (still running the previous config):\n"
-            + output.strip(),
-            hint=f"fix the config, check with: {' '.join([*settings.command, '-t'])}",
-        )
-    host.change(settings.reload_command or [*settings.command, "-s", "reload"], f"reload nginx ({why})")
+# $1 the path to write; each script first checks that its directory resolves to itself (facts.WRITE_GUARD)
+_MKDIR = WRITE_GUARD + 'guard "$1" && mkdir -p -- "$(dirname -- "$1")"'
+_TOUCH = WRITE_GUARD + 'guard "$1" && mkdir -p -- "$(dirname -- "$1")" && touch -- "$1"'
+_REMOVE = WRITE_GUARD + 'guard "$1" && rm -f -- "$1"'
+# $1 staged file, $2 destination: atomic replace
+_INSTALL = WRITE_GUARD + 'guard "$2" && mv -f -- "$1" "$2"'
 
 
 # ---------------------------------------------------------------- probing
@@ -102,17 +84,20 @@ class Probe:
 
 
 def probe_site(ctx: Context, target: HostTarget) -> Probe:
-    """GET the host's probe URL (default: the environment's site URL); never raises for HTTP errors."""
+    """GET the host's probe URL (default: the environment's site URL); never raises for HTTP errors.
+
+    `probe_host` is the site's name: the Host header and, over https, the SNI name that is verified
+    (against `probe_ca_file`, else the system store; `probe_verify: false` accepts any certificate).
+    """
     settings = target.settings.nginx
     url = settings.probe_url or ctx.env.urls.site
     if not url:
         return Probe(None)
-    headers = {"Host": settings.probe_host} if settings.probe_host else {}
-    headers["Cache-Control"] = "no-cache"
     try:
-        status, body = ctx.http().get(url, timeout=5, headers=headers)
+        status, body = http_get(url, server_name=settings.probe_host, ca_file=settings.probe_ca_file,
+                                verify=settings.probe_verify, headers={"Cache-Control": "no-cache"}, timeout=5)
     except (OSError, ValueError) as exc:
-        return Probe(url, error=str(getattr(exc, "reason", exc)))
+        return Probe(url, error=str(getattr(exc, "reason", None) or exc))
     return Probe(url, status, status == 503 and MARKER.encode() in body)
 
 
@@ -121,17 +106,25 @@ def _wait_for(ctx: Context, target: HostTarget, want_page: bool) -> Probe:
 
     A reload is asynchronous and old workers keep answering for a moment, so one
     good answer right after a reload does not yet mean every request gets it.
+    Returns the last answer either way: verify() judges it.
     """
-    deadline = time.monotonic() + target.settings.nginx.probe_wait_s
-    streak = 0
-    while True:
-        probe = probe_site(ctx, target)
-        if probe.url is None:
-            return probe
-        streak = streak + 1 if probe.error is None and probe.page == want_page else 0
-        if streak >= STABLE_PROBES or time.monotonic() > deadline:
-            return probe
-        time.sleep(0.1 if streak else 0.2)
+    seen: list[Probe] = []
+
+    def probe() -> Probe:
+        seen.append(probe_site(ctx, target))
+        return seen[-1]
+
+    def stable(last: Probe) -> bool:
+        recent = seen[-STABLE_PROBES:]
+        return last.url is None or (len(recent) == STABLE_PROBES and all(
+            p.error is None and p.page == want_page for p in recent))
+
+    try:
+        return wait_until(ctx, f"{target.name}: site {'shows' if want_page else 'no longer shows'} the maintenance "
+                          "page", probe, stable, timeout=target.settings.nginx.probe_wait_s, every=0.15,
+                          describe=Probe.describe)
+    except WaitTimeout:
+        return seen[-1]
 
 
 # ---------------------------------------------------------------- maintenance
@@ -183,25 +176,14 @@ def _sandbox_guard(env: Environment, groups: Sequence[str] | None) -> None:
             )
 
 
-def _safe(target: HostTarget, value: str, what: str, pattern: re.Pattern[str] = _SAFE_PATH) -> str:
-    if not pattern.match(value) or "/../" in value + "/":
-        raise StepValueError(
-            f"{target.name}: nginx.{what} {value!r} must be an absolute path of letters, digits and ./_-@+,= "
-            "(it is written into the nginx config)",
-            hint=f"fix nginx.{what} in the inventory",
-        )
-    return value
-
-
 def render_maintenance(ctx: Context, target: HostTarget) -> tuple[str, str]:
     """(snippet, page) for this host, from templates/nginx-maintenance.conf.j2 and maintenance.html.j2."""
     s = target.settings.nginx
+    # The paths and URIs are typed at inventory load (model.NginxPath/NginxUri): letters, digits and ./_-@+,=
+    # only, so nothing here can close a quote or add a directive.
     snippet = render_template(
-        "nginx-maintenance.conf.j2", env=ctx.env.name, host=target.name,
-        snippet=_safe(target, s.maintenance_snippet, "maintenance_snippet"),
-        flag=_safe(target, s.maintenance_flag, "maintenance_flag"),
-        page_dir=_safe(target, s.maintenance_page_dir, "maintenance_page_dir"),
-        exempt=[_safe(target, uri, "maintenance_exempt", _SAFE_URI) for uri in s.maintenance_exempt],
+        "nginx-maintenance.conf.j2", env=ctx.env.name, host=target.name, snippet=s.maintenance_snippet,
+        flag=s.maintenance_flag, page_dir=s.maintenance_page_dir, exempt=list(s.maintenance_exempt),
     )
     window = ctx.env.maintenance.window
     page = render_template("maintenance.html.j2", marker=MARKER, window_end=window.end,
@@ -218,11 +200,6 @@ class InstallState:
     want_page: str
 
 
-def _read_optional(host: HostSession, path: str) -> str | None:
-    result = host.read(sh(_READ, path), ok=(0, _MISSING))
-    return None if result.exit_code == _MISSING else result.stdout
-
-
 class InstallMaintenancePage(_NginxStrategyStep[InstallState]):
     """Install the maintenance page and nginx snippet (nginx -t, then reload) if they differ."""
 
@@ -232,8 +209,8 @@ class InstallMaintenancePage(_NginxStrategyStep[InstallState]):
         s = target.settings.nginx
         host = ctx.host(target)
         snippet, page = render_maintenance(ctx, target)
-        return InstallState(target, _read_optional(host, s.maintenance_snippet),
-                            _read_optional(host, posixpath.join(s.maintenance_page_dir, PAGE_NAME)), snippet, page)
+        return InstallState(target, read_optional(host, s.maintenance_snippet),
+                            read_optional(host, posixpath.join(s.maintenance_page_dir, PAGE_NAME)), snippet, page)
 
     def plan(self, state: InstallState) -> Plan:
         s = state.host.settings.nginx
@@ -264,21 +241,28 @@ class InstallMaintenancePage(_NginxStrategyStep[InstallState]):
             ok, output = nginx_test(host, s)
             if not ok:  # put the previous snippet back so nothing broken is left for the next reload
                 if change.before is None:
-                    host.change(["rm", "-f", "--", dest], f"remove rejected {dest}")
+                    _write(host, sh(_REMOVE, dest), dest, f"remove rejected {dest}")
                 else:
                     _install_file(host, change.before, dest, f"restore previous {dest}")
                 raise StepError(f"{target.name}: nginx -t failed with the maintenance snippet installed; put "
                                 f"back the previous {dest}, nginx NOT reloaded:\n{output.strip()}",
-                                hint=f"fix the nginx config ({' '.join([*s.command, '-t'])}); {dest} must be "
+                                hint=f"fix the nginx config ({test_command(s)}); {dest} must be "
                                 "included at server level")
-            host.change(s.reload_command or [*s.command, "-s", "reload"], "reload nginx (maintenance snippet)")
+            nginx_reload(host, s, "maintenance snippet")
+
+
+def _write(host: HostSession, argv: list[str], path: str, summary: str) -> None:
+    """One guarded write: refused (both paths named) if `path`'s directory resolves elsewhere on the host."""
+    result = host.change(argv, summary, ok=(0, WRITE_GUARD_EXIT))
+    if result.exit_code == WRITE_GUARD_EXIT:
+        raise written_path_error(host.target.name, "nginx maintenance path", path, result.stderr)
 
 
 def _install_file(host: HostSession, text: str, dest: str, summary: str) -> None:
     staged = dest + ".indostar-new~"
-    host.change(["mkdir", "-p", "--", posixpath.dirname(dest)], f"create {posixpath.dirname(dest)}")
+    _write(host, sh(_MKDIR, dest), dest, f"create {posixpath.dirname(dest)}")
     host.upload(text.encode(), staged, f"stage {staged}", mode=0o644)
-    host.change(sh(_INSTALL, staged, dest), summary)
+    _write(host, sh(_INSTALL, staged, dest), dest, summary)
 
 
 @dataclass(frozen=True)
@@ -295,7 +279,7 @@ def _flag_state(ctx: Context, target: HostTarget, *, snippet: bool = False) -> F
     present = host.read(["test", "-e", s.maintenance_flag], ok=(0, 1)).exit_code == 0
     installed = None
     if snippet:
-        installed = _read_optional(host, s.maintenance_snippet) == render_maintenance(ctx, target)[0]
+        installed = read_optional(host, s.maintenance_snippet) == render_maintenance(ctx, target)[0]
     return FlagState(target, present, probe_site(ctx, target), installed)
 
 
@@ -319,8 +303,7 @@ class NginxMaintenanceOn(_NginxStrategyStep[FlagState]):
 
     def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         flag = target.settings.nginx.maintenance_flag
-        ctx.host(target).change(sh('mkdir -p -- "$(dirname -- "$1")" && touch -- "$1"', flag),
-                                plan.changes[0].summary)
+        _write(ctx.host(target), sh(_TOUCH, flag), flag, plan.changes[0].summary)
         probe = _wait_for(ctx, target, want_page=True)
         return Outcome(data={"probe": probe.as_dict()},
                        receipt=Receipt("maintenance.off", {"groups": list(self.groups or ["web"])},
@@ -358,7 +341,7 @@ class NginxMaintenanceOff(_NginxStrategyStep[FlagState]):
 
     def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:
         flag = target.settings.nginx.maintenance_flag
-        ctx.host(target).change(["rm", "-f", "--", flag], plan.changes[0].summary)
+        _write(ctx.host(target), sh(_REMOVE, flag), flag, plan.changes[0].summary)
         probe = _wait_for(ctx, target, want_page=False)
         return Outcome(data={"probe": probe.as_dict()},
                        receipt=Receipt("maintenance.on", {"groups": list(self.groups or ["web"])},
@@ -387,11 +370,18 @@ class NginxMaintenanceStatus(_NginxStrategyStep[FlagState]):
         data: dict[str, Any] = {"maintenance": mode, "flag": s.maintenance_flag, "snippet": s.maintenance_snippet,
                                 "snippet_installed": state.snippet_installed, "probe": state.probe.as_dict()}
         problems = []
+        severity = Severity.OK
         if state.flag_present and not state.snippet_installed:
             problems.append(f"{s.maintenance_snippet} is missing or outdated (run maintenance.on)")
+            severity = Severity.WARNING
         if state.probe.url is not None and state.probe.error is None and state.probe.page != state.flag_present:
             problems.append("the site disagrees with the flag")
+            severity = Severity.WARNING
+        if state.probe.error is not None:  # what users see is unknown: never OK on a probe that did not answer
+            problems.append("the site could not be probed, so what users get is unknown (check probe_url, "
+                            "probe_host, probe_ca_file)")
+            severity = Severity.UNKNOWN
         reason = f"maintenance {mode}: {state.probe.describe()}" + (f"; {'; '.join(problems)}" if problems else "")
         if problems:
             data["problems"] = problems
-        return Plan.nothing(reason, severity=Severity.WARNING if problems else Severity.OK, data=data)
+        return Plan.nothing(reason, severity=severity, data=data)

@@ -2,7 +2,7 @@
 
 Each backend has exactly one write path here (`HostSession.change/upload`,
 `DatabaseSession.execute`, `RedisSession.change`, `AwsSession.call`,
-`HttpSession.send`). It journals `action.start` (with an idempotency key)
+`KubernetesSession.change`, `HttpSession.send`). It journals `action.start` (with an idempotency key)
 before acting and `action.end` after, and refuses to run in check mode. The
 read handles are read-only themselves: check-mode SQL sessions run with
 `default_transaction_read_only=on`, the boto3 clients refuse anything but
@@ -158,6 +158,16 @@ class Context:
         connector = self._cached("aws", lambda: AwsConnector(settings, read_only=self.check))
         return AwsSession(self, connector)
 
+    def kubernetes(self) -> KubernetesSession:
+        """The Kubernetes API of the inventory's platform (kubeconfig context + namespace)."""
+        settings = self.env.platform
+        if settings is None or settings.kind != "kubernetes":
+            raise InventoryError(f"environment {self.env.name!r} has no 'platform' of kind kubernetes")
+        from .platform.kubernetes import KubernetesConnector
+
+        return KubernetesSession(self, self._cached(
+            "kubernetes", lambda: KubernetesConnector(settings, read_only=self.check)))
+
     def http(self) -> HttpSession:
         return HttpSession(self)
 
@@ -304,6 +314,32 @@ class AwsSession:
         shown = params if journal_params else {k: "<not journaled>" for k in params}
         with self.ctx.action("aws", summary, call=f"{service}.{operation}", params=shown), self.connector.writing():
             return getattr(self.connector.client(service), operation)(**params)
+
+
+class KubernetesSession:
+    """Kubernetes: `core`/`apps`/`custom` API objects for reads (they refuse writes), `change` as the only write path.
+
+    In check mode only server-side dry runs (`dry_run="All"`) pass: the API server validates them
+    (RBAC, admission, schema) and stores nothing.
+    """
+
+    def __init__(self, ctx: Context, connector: Any) -> None:
+        self.ctx = ctx
+        self.connector = connector
+        self.core, self.apps, self.custom = connector.core, connector.apps, connector.custom
+        self.namespace = connector.namespace
+        self.where = connector.where
+
+    def change(self, api: str, method: str, *, summary: str, resource: str, journal_body: bool = True,
+               **kwargs: Any) -> Any:
+        call = getattr(getattr(self, api), method)
+        if kwargs.get("dry_run") == "All":
+            return call(namespace=self.namespace, **kwargs)
+        self.ctx._guard(f"kubernetes {method} {resource}")
+        body = kwargs.get("body") if journal_body else "<not journaled>"
+        with self.ctx.action("kubernetes", summary, call=method, resource=resource, namespace=self.namespace,
+                             context=self.connector.context_name, body=body), self.connector.writing():
+            return call(namespace=self.namespace, **kwargs)
 
 
 class HttpSession:

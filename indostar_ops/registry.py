@@ -35,6 +35,13 @@ STEPS: dict[str, str] = {
     "docker.df": "indostar_ops.steps.docker:DockerDiskUsage",
     "docker.prune": "indostar_ops.steps.docker:DockerPrune",
     "disk.report": "indostar_ops.steps.disk_report:DiskReport",
+    "app.status": "indostar_ops.steps.app:AppStatus",
+    "app.logs": "indostar_ops.steps.app:AppLogs",
+    "app.health": "indostar_ops.steps.app:AppHealth",
+    "app.restart": "indostar_ops.steps.app:AppRestart",
+    "app.scale": "indostar_ops.steps.app:AppScale",
+    "app.resources": "indostar_ops.steps.app:AppResources",
+    "app.rollback": "indostar_ops.steps.app:AppRollback",
 }
 
 

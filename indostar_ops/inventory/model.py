@@ -307,29 +307,50 @@ class MaintenanceSettings(Model, kw_only=True):
     smoke: list[SmokeCheck] = field(default_factory=list)  # verify phase: URLs, expected status, body marker
 
 
+# Names that reach an API path or a command line: validated at load (rule 2).
+_COMPONENT = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+_K8S_NAME = Annotated[str, Meta(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]  # DNS-1123 label
+_SERVICE_NAME = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")]  # compose / ECS service
+_ABS_PATH = Annotated[str, Meta(pattern=r"^/[^\x00\n]*$")]
+
+
+def _default_components() -> dict[str, str]:
+    return {"backend": "backend", "celery-worker": "celery-worker"}
+
+
 class KubernetesPlatform(Model, kw_only=True, tag_field="kind", tag="kubernetes"):
     kind: ClassVar[str] = "kubernetes"
     context: str | None = None
     kubeconfig: str | None = None
-    namespace: str = "indostar-naturals"
+    namespace: _K8S_NAME = "indostar-naturals"
     # component -> deployment name
-    components: dict[str, str] = field(default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"})
-    replicas: dict[str, int] = field(default_factory=dict)  # expected replicas per component
+    components: dict[_COMPONENT, _K8S_NAME] = field(default_factory=_default_components)
+    replicas: dict[_COMPONENT, Annotated[int, Meta(ge=0)]] = field(default_factory=dict)  # expected per component
+    rollout_timeout: Annotated[float, Meta(gt=0)] = 600  # app.restart/scale/rollback wait at most this long
+    poll_interval: Annotated[float, Meta(gt=0)] = 2
+    connect_timeout: Annotated[float, Meta(gt=0)] = 10
+    request_timeout: Annotated[float, Meta(gt=0)] = 30
 
 
 class ComposePlatform(Model, kw_only=True, tag_field="kind", tag="compose"):
     kind: ClassVar[str] = "compose"
     host: str
-    project_dir: str
-    components: dict[str, str] = field(default_factory=lambda: {"backend": "backend", "celery-worker": "celery-worker"})
-    replicas: dict[str, int] = field(default_factory=dict)
+    project_dir: _ABS_PATH
+    compose_file: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$")] = "docker-compose.yml"
+    project: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None  # docker compose -p
+    components: dict[_COMPONENT, _SERVICE_NAME] = field(default_factory=_default_components)
+    replicas: dict[_COMPONENT, Annotated[int, Meta(ge=0)]] = field(default_factory=dict)
+    rollout_timeout: Annotated[float, Meta(gt=0)] = 300
+    poll_interval: Annotated[float, Meta(gt=0)] = 2
 
 
 class EcsPlatform(Model, kw_only=True, tag_field="kind", tag="ecs"):
     kind: ClassVar[str] = "ecs"
-    cluster: str
-    components: dict[str, str] = field(default_factory=dict)  # component -> ECS service
-    replicas: dict[str, int] = field(default_factory=dict)
+    cluster: _SERVICE_NAME
+    components: dict[_COMPONENT, _SERVICE_NAME] = field(default_factory=dict)  # component -> ECS service
+    replicas: dict[_COMPONENT, Annotated[int, Meta(ge=0)]] = field(default_factory=dict)
+    rollout_timeout: Annotated[float, Meta(gt=0)] = 900
+    poll_interval: Annotated[float, Meta(gt=0)] = 5
 
 
 Platform = KubernetesPlatform | ComposePlatform | EcsPlatform

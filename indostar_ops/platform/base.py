@@ -123,6 +123,7 @@ class Rollout:
     updated: int = 0
     ready: int = 0
     available: int = 0
+    failed: bool = False  # will not finish by waiting (Kubernetes ProgressDeadlineExceeded, ECS circuit breaker)
 
 
 class PlatformBackend:
@@ -189,7 +190,8 @@ class PlatformBackend:
 
     # -- writes (each through the backend's one journaled, check-guarded path) --------
 
-    def scale(self, component: str, replicas: int, *, summary: str) -> None:
+    def scale(self, component: str, replicas: int, *, summary: str, expect: int | None = None) -> None:
+        """Set the desired count; with `expect`, compare-and-set: refuse (StepError) if it is not `expect` now."""
         raise UsageError(f"{self.kind} platform: scaling is not supported")
 
     def restart(self, component: str, *, summary: str) -> dict[str, Any]:
@@ -202,6 +204,13 @@ class PlatformBackend:
     def set_resources(self, component: str, container: str, *, requests: Mapping[str, str],
                       limits: Mapping[str, str], summary: str) -> None:
         raise UsageError(f"{self.kind} platform: app.resources is not supported")
+
+    def validate(self, action: str, component: str, **params: Any) -> str | None:
+        """Check mode: let the platform validate a write without storing it (Kubernetes dryRun=All).
+
+        Returns what was validated, or None where the platform has no such thing. Raises like the write would
+        (RBAC forbidden, not found)."""
+        return None
 
     # -- shared helpers ---------------------------------------------------------------
 

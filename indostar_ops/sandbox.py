@@ -51,6 +51,7 @@ _DAY = 86400
 def prepare(env: Environment) -> Path:
     """Create the sandbox hosts' directories and a few application logs, if missing."""
     root = sandbox_root()
+    __import__("indostar_ops.sandbox_services").sandbox_services.secrets_for_sandbox()  # env:INDOSTAR_SANDBOX_*
     for host in env.hosts():
         if host.connection != "local":
             continue
@@ -155,7 +156,8 @@ def stop(*, wipe: bool = False) -> list[str]:
 
     root = sandbox_root()
     done = []
-    for name, pidfile in (("nginx", root / "nginx" / "nginx.pid"), ("moto", root / "moto.pid")):
+    for name, pidfile in (("nginx", root / "nginx" / "nginx.pid"), ("moto", root / "moto.pid"),
+                          ("fake services", root / "services.pid")):
         if pidfile.is_file() and _alive(pidfile):
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
             done.append(f"stopped the sandbox {name}")

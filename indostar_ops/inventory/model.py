@@ -64,7 +64,6 @@ class Thresholds(Model, kw_only=True):
     payment_failures_per_hour: Threshold = _t(5, 10)
     cert_days_left: Threshold = _t(30, 7)
     db_connections_pct: Threshold = _t(80, 95)
-    redis_latency_ms: Threshold = _t(10, 100)  # diagnose.slow: PING round trip
     queue_length: Threshold = _t(1000, 10000)  # diagnose.celery: tasks waiting in a Celery queue
     pending_payment_minutes: Threshold = _t(15, 60)  # diagnose.payments: oldest payment still pending
     redis_latency_ms: Threshold = _t(5, 20)  # cache.info: round trip measured from the operator's machine

@@ -211,6 +211,10 @@ class SshRig:
             + f"HostKey {self.host_key}\n"
             + f"PidFile {self.workdir / f'sshd-{index}.pid'}\n"
             + f"AuthorizedKeysFile {self.authorized_keys}\n"
+            # sshd reads AuthorizedKeysFile as the logging-in user, who cannot traverse pytest's 0700
+            # temp dirs: for the unprivileged users of `ensure_login_user`, root hands the keys over
+            + f"AuthorizedKeysCommand /bin/cat {self.authorized_keys}\n"
+            + "AuthorizedKeysCommandUser root\n"
             + "PermitRootLogin prohibit-password\n"
             "PubkeyAuthentication yes\n"
             "PasswordAuthentication no\n"

@@ -26,9 +26,9 @@ __all__ = ["Sections", "fail", "open_environment", "run_steps"]
 
 @dataclass
 class Sections:
-    """Main steps plus the playbook sections run on failure and always."""
+    """Main steps (or runner Phases) plus the playbook sections run on failure and always."""
 
-    main: Sequence[Step[Any]]
+    main: Sequence[Any]
     on_failure: Sequence[Step[Any]] = ()
     always: Sequence[Step[Any]] = ()
 
@@ -53,11 +53,19 @@ def run_steps(
     build: Callable[[Environment], Sequence[Step[Any]] | Sections],
     monitoring: bool = False,
     keep_going: bool = False,
+    runner: dict[str, Any] | Callable[[Environment], dict[str, Any]] | None = None,
+    report: Callable[[RunResult, Environment], None] | None = None,
+    annotate: Callable[[Environment], list[str]] | None = None,
 ) -> RunResult:
     """Run the steps `build` returns for the environment; exit with the run's code.
 
     Exit codes: 0 success, 1 a step failed, 2 usage/inventory/confirmation error;
     monitoring tasks exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN.
+
+    `runner` (a dict, or a function of the environment returning one) passes the long-run options
+    through: Runner(serial=, max_fail_percent=) and Runner.run(resume=, deadline=, margin=, lock=, undo=).
+    `report(result, environment)` prints before the summary (not with --json); `annotate(environment)`
+    returns lines added to the result's notes (both outputs).
     """
     from invoke.exceptions import Exit
 
@@ -73,16 +81,26 @@ def run_steps(
         # --json is for pipelines: never a prompt (a production tier then needs --yes, else exit 2)
         ctx = Context(environment, check=check, assume_yes=yes, interactive=False if json else sys.stdin.isatty())
         reporter = None if json else ConsoleReporter(check=check)
-        result = Runner(ctx, reporter=reporter, keep_going=keep_going).run(
-            sections.main, task=task, on_failure=sections.on_failure, always=sections.always)
+        options = dict((runner(environment) if callable(runner) else runner) or {})
+        batching = {k: options.pop(k) for k in ("serial", "max_fail_percent") if k in options}
+        if not json:
+            from .window import progress_listener
+
+            ctx.progress = progress_listener()
+        result = Runner(ctx, reporter=reporter, keep_going=keep_going, **batching).run(
+            sections.main, task=task, on_failure=sections.on_failure, always=sections.always, **options)
     except IndostarError as exc:
         fail(exc, json=json, monitoring=monitoring)
     finally:
         if ctx is not None:
             ctx.close()
+    if annotate is not None:
+        result.notes += annotate(environment)
     if json:
         print_json(result.as_dict())
     else:
+        if report is not None:
+            report(result, environment)
         print_summary(result)
     code = result.exit_code(monitoring=monitoring)
     if code:

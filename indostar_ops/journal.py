@@ -87,7 +87,13 @@ def list_runs(directory: Path, limit: int = 20) -> list[dict[str, Any]]:
     for path in sorted(directory.glob("*.jsonl"), reverse=True)[:limit]:
         records = load_run(directory, path.stem)
         start = next((r for r in records if r.get("event") == "run.start"), {})
-        end = next((r for r in reversed(records) if r.get("event") == "run.end"), None)
+        end = None
+        for r in reversed(records):  # the last attempt (a resumed run appends to its own journal)
+            if r.get("event") in ("run.start", "run.resume"):
+                break
+            if r.get("event") == "run.end":
+                end = r
+                break
         runs.append({
             "run_id": path.stem,
             "env": start.get("env"),
@@ -96,6 +102,7 @@ def list_runs(directory: Path, limit: int = 20) -> list[dict[str, Any]]:
             "check": start.get("check"),
             "started": start.get("ts"),
             "status": end.get("status") if end else "unfinished",
+            "resumed": sum(1 for r in records if r.get("event") == "run.resume"),
             "counts": end.get("counts") if end else None,
         })
     return runs

@@ -61,3 +61,78 @@ def status(c, env=None, check=False, json=False, groups="web"):
         return [NginxMaintenanceStatus(_groups(groups))]
 
     run_steps("maintenance.status", env=env, check=check, json=json, build=build)
+
+
+def _print_notes(result, environment) -> None:
+    for note in result.notes:
+        print(note)
+
+
+def _names(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+@task(help=common(
+    force_window="run outside the environment's maintenance window (an emergency)",
+    resume="continue run RUN_ID: finished steps are re-checked and skipped, never repeated",
+    only="comma-separated steps or tags of the execute phase to run (others skipped)",
+    skip="comma-separated steps or tags of the execute phase to leave out",
+    break_lock="take over a STALE lock (its run is gone); shows what it breaks",
+    deadline="end earlier than the window: HH:MM (environment's timezone) or +45m",
+    serial="host steps: this many hosts (or N%) at a time",
+    max_fail_percent="host steps: stop the remaining batches once more than this % of hosts failed",
+    playbook="the window's playbook (default maintenance-window)"))
+def window(c, env=None, check=False, json=False, yes=False, force_window=False, resume="", only="", skip="",
+           break_lock=False, deadline="", serial="", max_fail_percent="", playbook="maintenance-window"):
+    """The planned-maintenance window: preflight, backup, enter, execute, verify; then always (off, notify, unlock)."""
+    from ..cli import run_steps
+    from ..window import (
+        TASK,
+        WindowOptions,
+        lock_factory,
+        print_window_report,
+        window_deadline,
+        window_lines,
+        window_sections,
+    )
+
+    options = WindowOptions(force_window=force_window, break_lock=break_lock, deadline=deadline, playbook=playbook)
+
+    def build(environment):
+        _sandbox_nginx(environment)
+        if environment.sandbox is not None and not check:
+            from ..sandbox_services import ensure  # the sandbox's health endpoint (fake outside services)
+
+            ensure(environment)
+        return window_sections(environment, _names(only), _names(skip), options)
+
+    def runner(environment):
+        from datetime import timedelta
+
+        from ..errors import UsageError
+
+        settings = {"resume": resume or None, "deadline": window_deadline(environment, options),
+                    "margin": timedelta(minutes=environment.maintenance.margin_minutes),
+                    "lock": lock_factory(environment, options)}
+        if serial:
+            settings["serial"] = serial if serial.endswith("%") else int(serial)
+        if max_fail_percent != "":
+            try:
+                settings["max_fail_percent"] = float(max_fail_percent)
+            except ValueError:
+                raise UsageError(f"--max-fail-percent {max_fail_percent!r}: a number from 0 to 100") from None
+        return settings
+
+    run_steps(TASK, env=env, check=check, json=json, yes=yes, build=build, runner=runner,
+              report=print_window_report, annotate=window_lines if check else None)
+
+
+@task(help=common(at="start of the window: 'YYYY-MM-DD HH:MM' in the environment's timezone",
+                  duration="how long: 2h, 90m, 1h30m", details="one line for users (optional)"))
+def announce(c, at, duration="2h", env=None, check=False, json=False, yes=False, details=""):
+    """Post the scheduled-maintenance notice (status page + chat + outbox) and record it for the 24 h check."""
+    from ..cli import run_steps
+    from ..steps.window import Announce
+
+    run_steps("maintenance.announce", env=env, check=check, json=json, yes=yes,
+              build=lambda _environment: [Announce(at, duration, details)])

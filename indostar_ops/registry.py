@@ -50,6 +50,15 @@ STEPS: dict[str, str] = {
     "app.scale": "indostar_ops.steps.app:AppScale",
     "app.resources": "indostar_ops.steps.app:AppResources",
     "app.rollback": "indostar_ops.steps.app:AppRollback",
+    "celery.status": "indostar_ops.steps.celery:CeleryStatus",
+    "celery.restart": "indostar_ops.steps.celery:CeleryRestart",
+    "celery.scale": "indostar_ops.steps.celery:CeleryScale",
+    "celery.retry-failed": "indostar_ops.steps.celery:CeleryRetryFailed",
+    "celery.purge": "indostar_ops.steps.celery:CeleryPurge",
+    "cache.info": "indostar_ops.steps.cache:CacheInfo",
+    "cache.keys": "indostar_ops.steps.cache:CacheKeys",
+    "cache.delete": "indostar_ops.steps.cache:CacheDelete",
+    "cache.flush": "indostar_ops.steps.cache:CacheFlush",
 }
 
 

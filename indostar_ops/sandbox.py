@@ -162,6 +162,9 @@ def stop(*, wipe: bool = False) -> list[str]:
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
             done.append(f"stopped the sandbox {name}")
         pidfile.unlink(missing_ok=True)
+    from .platform.local import stop_all  # the demo app's processes (platform kind local)
+
+    done += stop_all(root / "platform")
     if wipe and root.exists():
         shutil.rmtree(root)
         done.append(f"deleted {root}")

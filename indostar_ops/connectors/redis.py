@@ -93,13 +93,13 @@ def redis_errors(where: str) -> Iterator[None]:
     try:
         yield
     except rex.AuthenticationError as exc:
-        raise Unreachable(f"Redis {where}", f"authentication failed ({exc})",
+        raise Unreachable(f"Redis {where}", "needs a password, or refused the one given (AUTH)",
                           hint="set redis.password in the inventory to a secret reference (env:NAME) "
                                "holding the right password") from None
     except rex.ResponseError as exc:
         text = str(exc)
         if text.startswith(("NOAUTH", "WRONGPASS")):
-            raise Unreachable(f"Redis {where}", f"needs a password: {text}",
+            raise Unreachable(f"Redis {where}", "needs a password, or refused the one given (AUTH)",
                               hint="set redis.password in the inventory to a secret reference "
                                    "(env:NAME)") from None
         raise StepError(f"Redis {where}: {text}", hint="check the command's arguments (database number, "

@@ -352,7 +352,24 @@ class EcsPlatform(Model, kw_only=True, tag_field="kind", tag="ecs"):
     poll_interval: Annotated[float, Meta(gt=0)] = 5
 
 
-Platform = KubernetesPlatform | ComposePlatform | EcsPlatform
+class LocalPlatform(Model, kw_only=True, tag_field="kind", tag="local"):
+    """The sandbox's platform: the demo app as processes on this machine (releases, pid files, logs under root)."""
+
+    kind: ClassVar[str] = "local"
+    root: _ABS_PATH  # releases/, run/ (pid files), logs/ live here
+    components: dict[Literal["backend", "celery-worker"], _SERVICE_NAME] = field(default_factory=_default_components)
+    replicas: dict[_COMPONENT, Annotated[int, Meta(ge=0, le=8)]] = field(
+        default_factory=lambda: {"backend": 1, "celery-worker": 1})
+    # loopback port of backend replica 1; replica N listens on port + N - 1
+    ports: dict[Literal["backend"], Annotated[int, Meta(ge=1024, le=65000)]] = field(
+        default_factory=lambda: {"backend": 18100})
+    worker_concurrency: Annotated[int, Meta(ge=1, le=8)] = 1  # celery worker processes per replica
+    health_path: Annotated[str, Meta(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/health"
+    rollout_timeout: Annotated[float, Meta(gt=0)] = 60  # restart/scale/rollback wait this long for /health
+    poll_interval: Annotated[float, Meta(gt=0)] = 0.2
+
+
+Platform = KubernetesPlatform | ComposePlatform | EcsPlatform | LocalPlatform
 
 
 class DatabaseSettings(Model, kw_only=True):

@@ -51,7 +51,7 @@ class BenchRig(SshRig):
     """
 
     def __init__(self, workdir: Path, port: int = BENCH_PORT, prefix: str = BENCH_PREFIX) -> None:
-        super().__init__(workdir, port=port)
+        super().__init__(workdir, port=port, address_prefix=prefix)
         self.prefix = prefix
 
     def start(self, n_hosts: int) -> list[RigHost]:

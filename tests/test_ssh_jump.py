@@ -244,3 +244,14 @@ def test_ssh_config_host_patterns_and_proxyjump(
         f"jump host jumpbox (root@{hop.address}:{hop.port})", f"root@{rig_hosts[0].address}:{ssh_rig.port}"]
     assert by_host["shop-web-2"]["data"]["route"] == [f"root@{rig_hosts[1].address}:{ssh_rig.port}"]
     assert bastion.forwarded_to(mark, rig_hosts[0]) == 1
+
+
+def test_bastion_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks.bastion shrunk (3 hosts, one run) so it cannot rot: it checks one bastion login per run."""
+    from benchmarks import bastion as bench
+    from benchmarks.common import BENCH_PREFIX, free_port
+
+    port = free_port(BENCH_PREFIX + "1")
+    assert bench.main(["--hosts", "3", "--runs", "1", "--port", str(port), "--out", str(tmp_path / "r.json")]) == 0
+    assert "one bastion login per run, 3 forwarded channels" in capsys.readouterr().out
+    assert (tmp_path / "r.json").is_file()

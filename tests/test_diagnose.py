@@ -156,7 +156,7 @@ def test_every_remediation_is_a_real_task_with_valid_flags(pg: PgDatabase, fake:
     seed_shop(pg, pending=3, failed=12)
     fake.state["status"]["twilio"] = ["minor", "Degraded SMS delivery"]
     env = write_env(inventory, pg, fake, redis_url, name, tmp_path / "hosts")
-    code, doc = cli_json("diagnose.all", "--env", env)
+    _code, doc = cli_json("diagnose.all", "--env", env)
     commands = [f["remediation"]["command"] for f in findings(doc) if f.get("remediation", {}).get("command")]
     assert len(commands) >= 4, findings(doc)
     for command in commands:
@@ -242,7 +242,7 @@ def test_sentry_rejecting_the_token_is_unknown_with_a_hint(pg: PgDatabase, fake:
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INDOSTAR_TEST_SENTRY_TOKEN", "wrong")
     env = write_env(inventory, pg, fake, redis_url, queue[1], tmp_path / "hosts")
-    code, doc = cli_json("diagnose.all", "--env", env, "--only", "sentry.errors")
+    _code, doc = cli_json("diagnose.all", "--env", env, "--only", "sentry.errors")
     (f,) = findings(doc)
     assert f["severity"] == "UNKNOWN" and "Sentry API answered 401" in f["summary"] and "token" in f["summary"]
     assert "wrong" not in str(doc)  # the secret is masked everywhere
@@ -258,7 +258,7 @@ def test_connections_near_the_limit_point_at_kill_idle(pg: PgDatabase, inventory
     env = pg.inventory(inventory, thresholds={"db_connections_pct": {"warning": pct / 2, "critical": 100}},
                        database={"idle_minutes": 0.001})
     time.sleep(0.1)
-    code, doc = cli_json("diagnose.db-pool", "--env", env)
+    _code, doc = cli_json("diagnose.db-pool", "--env", env)
     f = by_probe(findings(doc), "database.connections")
     assert f["severity"] == "WARNING", f
     assert f["evidence"]["idle_over_minutes"]["count"] >= 4

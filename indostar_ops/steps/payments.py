@@ -316,6 +316,11 @@ class Reconcile(Step[ReconcileState]):
                 with limit, contextlib.redirect_stdout(io.StringIO()):  # the client prints on network errors
                     state.upstream[pid] = str(client.payment.fetch(pid).get("status"))
             except BadRequestError as exc:
+                if "authentication" in str(exc).lower():
+                    raise StepError(f"Razorpay API at {payments.razorpay.api_url if payments.razorpay else '?'} "
+                                    f"rejected the key pair: {exc}",
+                                    hint="invalid API keys (runbook cause 4): check payments.razorpay.key_id/"
+                                         "key_secret against the Razorpay dashboard") from None
                 state.upstream[pid] = f"error: {exc}"
             except (GatewayError, ServerError, requests.RequestException) as exc:
                 raise StepError(f"Razorpay API at {payments.razorpay.api_url if payments.razorpay else '?'} "

@@ -207,3 +207,16 @@ def test_status_without_redis_is_one_line(stack: Stack, env: str, tmp_path: Path
     code, doc = cli_json("celery.status", "--env", "noredis", "--interval", "0")
     assert code == 3 and targets(doc)[0]["status"] == "unreachable"
     assert "check that Redis is running" in targets(doc)[0]["error"]
+
+
+def test_a_malformed_message_is_recorded_as_failed_and_the_worker_keeps_consuming(stack: Stack, env: str) -> None:
+    before = stack.pids("celery-worker")
+    stack.redis.lpush("celery", json.dumps({"task": "app.tasks.send_order_email", "args": [1]}))
+    enqueue(stack, "demo.send_mail", "ops@example.com", "after a malformed message")
+    wait_for("the mail after the malformed message",
+             lambda: any(m["subject"] == "after a malformed message" for m in stack.mails()))
+    [record] = [json.loads(r) for r in stack.redis.lrange("celery:failed", 0, -1)]
+    assert "malformed message" in record["error"] and "send_order_email" in record["raw"]
+    assert stack.pids("celery-worker") == before and all(alive(p) for p in before.values())
+    code, doc = cli_json("celery.retry-failed", "--env", env, "--check")
+    assert code == 0 and "1 record(s) left in celery:failed: no task name x1" in targets(doc)[0]["reason"]

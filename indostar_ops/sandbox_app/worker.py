@@ -15,13 +15,32 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from kombu.transport import redis as kombu_redis
 
 from .config import load
 
 config = load()
+_failed = redis.Redis.from_url(config.redis_url, socket_timeout=5)
+
+
+class TolerantRedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport, except that a message that is not a kombu envelope (anything a script pushed
+    onto the queue by hand) is recorded in the failed queue instead of crashing the consumer in a loop."""
+
+    def _deliver(self, message: Any, queue: str) -> None:
+        if isinstance(message, dict) and isinstance(message.get("properties"), dict) and "headers" in message:
+            super()._deliver(message, queue)
+            return
+        record = {"id": None, "task": None, "args": [], "kwargs": {}, "queue": queue,
+                  "error": "malformed message: not a Celery/kombu envelope", "raw": json.dumps(message)[:2000],
+                  "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "release": config.release}
+        _failed.rpush(config.failed_queue, json.dumps(record))
+        print(f"ERROR malformed message on queue {queue}: moved to {config.failed_queue}", flush=True)
+
 
 app = Celery("demo", broker=config.redis_url)
 app.conf.update(
+    broker_transport=TolerantRedisTransport,
     task_default_queue=config.queue,
     task_ignore_result=True,
     task_serializer="json",
@@ -58,9 +77,6 @@ def send_newsletter(recipients: int = 10, pause_s: float = 0.1) -> int:
 def fail_on_purpose(reason: str = "payment gateway timeout (simulated)") -> None:
     """Always fails: the failed queue gets a record of it."""
     raise RuntimeError(reason)
-
-
-_failed = redis.Redis.from_url(config.redis_url, socket_timeout=5)
 
 
 @signals.task_failure.connect

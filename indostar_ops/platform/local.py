@@ -525,11 +525,17 @@ def publish_release(env: Environment, settings: LocalSettings, *, change_cause: 
 def _app_config(env: Environment, settings: LocalSettings, number: int, extra: dict[str, Any]) -> dict[str, Any]:
     root = Path(settings.root)
     secret = root / "secrets" / "razorpay_webhook_secret"
-    if not secret.is_file():
+    # the inventory's webhook secret when it has one (payments.razorpay.webhook_secret), so the payments
+    # procedures sign what this backend verifies; otherwise one generated for this sandbox
+    razorpay = getattr(getattr(env, "payments", None), "razorpay", None)
+    reference = getattr(razorpay, "webhook_secret", None)
+    wanted = reference.get() if reference is not None else None
+    if wanted is not None or not secret.is_file():
         secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret.unlink(missing_ok=True)
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(24))
+            out.write(wanted if wanted is not None else secrets.token_hex(24))
     db = env.database
     redis = env.redis
     outbox = env.notifications.outbox or str(root / "outbox.jsonl")

@@ -302,7 +302,7 @@ class AwsSession:
     def client(self, service: str) -> Any:
         return self.connector.client(service)
 
-    def call(self, service: str, operation: str, *, summary: str, journal_params: bool = True,
+    def call(self, service: str, operation: str, /, *, summary: str, journal_params: bool = True,
              **params: Any) -> Any:
         """One write. `journal_params=False` keeps a payload (a page body, a config file) out of the journal.
 

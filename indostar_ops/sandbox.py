@@ -186,7 +186,7 @@ def ensure_moto(env: Environment) -> str:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "sandbox")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "sandbox")
     if _listening(port):
-        return endpoint
+        return __import__("indostar_ops.sandbox_aws").sandbox_aws.seed(env, endpoint)  # RDS, EBS, ALB, alarms, S3
     try:
         import moto.server  # noqa: F401
     except ImportError:
@@ -203,7 +203,7 @@ def ensure_moto(env: Environment) -> str:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if _listening(port):
-            return endpoint
+            return ensure_moto(env)
         time.sleep(0.1)
     raise UsageError(f"sandbox moto server did not start on {endpoint}", hint=f"see {root / 'moto.log'}")
 

@@ -48,7 +48,7 @@ class AwsConnector:
                         read_timeout=self.settings.read_timeout,
                     ),
                 )
-                self._clients[service].meta.events.register("before-call.*.*", self._guard)
+                self._clients[service].meta.events.register("before-parameter-build.*.*", self._guard)  # sees DryRun
             return self._clients[service]
 
     @contextmanager

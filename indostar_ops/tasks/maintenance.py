@@ -7,10 +7,20 @@ from invoke import task
 from ._help import common
 
 _GROUPS = "comma-separated web host groups (default: web)"
+_STRATEGY = "nginx or alb (default: the inventory's maintenance.strategy)"
 
 
 def _groups(value: str) -> list[str]:
     return [g for g in value.split(",") if g] or ["web"]
+
+
+def _alb(environment, strategy: str) -> bool:
+    """The inventory's maintenance.strategy (or --strategy) picks the ALB rule instead of nginx."""
+    if strategy not in ("", "nginx", "alb"):
+        from ..errors import UsageError
+
+        raise UsageError(f"--strategy {strategy!r}: use nginx or alb")
+    return (strategy or environment.maintenance.strategy) == "alb"
 
 
 def _sandbox_nginx(environment) -> None:
@@ -21,13 +31,17 @@ def _sandbox_nginx(environment) -> None:
         ensure_nginx(environment)
 
 
-@task(help=common(groups=_GROUPS))
-def on(c, env=None, check=False, json=False, yes=False, groups="web"):
+@task(help=common(groups=_GROUPS, strategy=_STRATEGY))
+def on(c, env=None, check=False, json=False, yes=False, groups="web", strategy=""):
     """Maintenance on: install page + nginx snippet once (nginx -t, reload), create the flag, verify 503 + page."""
     from ..cli import run_steps
     from ..steps.nginx import InstallMaintenancePage, NginxMaintenanceOn, require_nginx_strategy
 
     def build(environment):
+        if _alb(environment, strategy):
+            from ..steps.aws.alb import AlbMaintenanceOn
+
+            return [AlbMaintenanceOn()]
         require_nginx_strategy(environment, _groups(groups))
         _sandbox_nginx(environment)
         return [InstallMaintenancePage(_groups(groups)), NginxMaintenanceOn(_groups(groups))]
@@ -35,13 +49,17 @@ def on(c, env=None, check=False, json=False, yes=False, groups="web"):
     run_steps("maintenance.on", env=env, check=check, json=json, yes=yes, build=build)
 
 
-@task(help=common(groups=_GROUPS))
-def off(c, env=None, check=False, json=False, yes=False, groups="web"):
+@task(help=common(groups=_GROUPS, strategy=_STRATEGY))
+def off(c, env=None, check=False, json=False, yes=False, groups="web", strategy=""):
     """Maintenance off: remove the flag file and verify the upstream answers again (no reload)."""
     from ..cli import run_steps
     from ..steps.nginx import NginxMaintenanceOff, require_nginx_strategy
 
     def build(environment):
+        if _alb(environment, strategy):
+            from ..steps.aws.alb import AlbMaintenanceOff
+
+            return [AlbMaintenanceOff()]
         require_nginx_strategy(environment, _groups(groups))
         _sandbox_nginx(environment)
         return [NginxMaintenanceOff(_groups(groups))]
@@ -49,13 +67,17 @@ def off(c, env=None, check=False, json=False, yes=False, groups="web"):
     run_steps("maintenance.off", env=env, check=check, json=json, yes=yes, build=build)
 
 
-@task(help=common(changes=False, groups=_GROUPS))
-def status(c, env=None, check=False, json=False, groups="web"):
+@task(help=common(changes=False, groups=_GROUPS, strategy=_STRATEGY))
+def status(c, env=None, check=False, json=False, groups="web", strategy=""):
     """Is each web host in maintenance? Flag file, snippet, and what the site answers."""
     from ..cli import run_steps
     from ..steps.nginx import NginxMaintenanceStatus, require_nginx_strategy
 
     def build(environment):
+        if _alb(environment, strategy):
+            from ..steps.aws.alb import AlbMaintenanceStatus
+
+            return [AlbMaintenanceStatus()]
         require_nginx_strategy(environment, _groups(groups))
         _sandbox_nginx(environment)
         return [NginxMaintenanceStatus(_groups(groups))]

@@ -33,8 +33,23 @@ def _probe_context(ctx: Context) -> Context:
     return dataclasses.replace(ctx, _connectors={}, _lock=threading.Lock(), actions=[])
 
 
+def _warm_imports(ctx: Context) -> None:
+    """Import the client libraries once, here: first imports racing in several threads can fail half-way
+    (psycopg's lazily imported submodules raised `cannot import name Row`)."""
+    import importlib
+
+    wanted = []
+    if ctx.env.database is not None:
+        wanted += ["psycopg", "psycopg.rows", "psycopg.sql", "psycopg.errors"]
+    if ctx.env.redis is not None:
+        wanted += ["redis"]
+    for module in wanted:
+        importlib.import_module(module)
+
+
 def run_probes(ctx: Context, probes: list[Probe], timeout: float) -> tuple[list[Finding], list[dict[str, Any]]]:
     """Every probe at once; wait at most `timeout` in all. Returns (findings, per-probe timing)."""
+    _warm_imports(ctx)
     boxes: list[tuple[Probe, dict[str, Any], threading.Thread]] = []
     for probe in probes:
         box: dict[str, Any] = {}

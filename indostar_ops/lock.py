@@ -142,6 +142,9 @@ class _Backend:
             self.ctx.journal.event(event, backend=self.kind, where=self.where(), **fields)
 
 
+_RECORD = 4096
+
+
 class FileLock(_Backend):
     """`<dir>/<env>.lock`: flock while the run lives; the JSON record says who holds it."""
 
@@ -173,9 +176,12 @@ class FileLock(_Backend):
         return None if data.get("released") else Holder.from_dict(data)
 
     def _write(self, fd: int, record: dict[str, Any]) -> None:
+        """One fixed-size write: a reader sees the old record or the new one, never an empty file."""
         data = json.dumps(record, indent=1).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        if len(data) > _RECORD - 1:
+            raise StepError(f"{self.path}: lock record too large ({len(data)} bytes)")
+        os.pwrite(fd, data + b" " * (_RECORD - 1 - len(data)) + b"\n", 0)
+        os.ftruncate(fd, _RECORD)
         os.fsync(fd)
 
     def acquire(self, me: Holder, *, break_lock: bool) -> Holder | None:
@@ -247,6 +253,7 @@ class PostgresLock(_Backend):
         self.schema = env.maintenance.lock.schema
         self.connector = PostgresConnector(env.database, admin=True)
         self._key = f"indostar-ops window {env.name}"
+        self._held = False
 
     def where(self) -> str:
         return f"{self.connector.where} {self.schema}.window_lock"
@@ -301,6 +308,7 @@ class PostgresLock(_Backend):
         except BaseException:
             self.close()
             raise
+        self._held = True
         return broken
 
     def renew(self, me: Holder) -> None:
@@ -325,9 +333,11 @@ class PostgresLock(_Backend):
         try:
             return self._row()
         finally:
-            self.close()
+            if not self._held:  # our own session holds the advisory lock: keep it
+                self.close()
 
     def close(self) -> None:
+        self._held = False
         self.connector.close()
 
 

@@ -137,6 +137,9 @@ class Runner:
         ctx = self.ctx
         env = ctx.env
         phases = self._phases(steps)
+        for section, members in (("on_failure", on_failure), ("always", always)):
+            for step in members:
+                step.phase = step.phase or section  # identity: always/<name>/<hash>
         everything = [s for p in phases for s in p.steps] + [*on_failure, *always]
         for step in everything:
             step.preflight(ctx)  # no I/O; a UsageError here means nothing ran (exit 2)

@@ -180,3 +180,14 @@ def pool_advice(c, env=None, check=False, json=False, instances=None, peak=None,
     run_steps("db.pool-advice", env=env, check=check, json=json, monitoring=True,
               build=lambda _env: [PoolAdvice(instances=_int(instances, "--instances"),
                                              peak=_int(peak, "--peak"), samples=samples)])
+
+
+@task(help=common(query="name of a read-only query in the inventory's export_queries",
+                  out="local CSV file to write", force="overwrite --out if it exists"))
+def export(c, env=None, check=False, json=False, yes=False, query="", out="", force=False):
+    """The runbook's \\copy: stream a named read-only query (COPY ... TO STDOUT) to a local CSV file."""
+    from ..cli import run_steps
+    from ..steps.export import Export
+
+    run_steps("db.export", env=env, check=check, json=json, yes=yes,
+              build=lambda _env: [Export(query=query, out=out, force=force)])

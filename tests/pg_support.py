@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from glob import glob
@@ -28,6 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from indostar_ops.poll import wait_until
 from tests.support import InventoryDir
 
 
@@ -177,13 +177,31 @@ class Background:
 
 def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.05) -> Any:
     """Poll until predicate() is truthy (a session reaching a state); fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+    return wait_until(None, f"test condition {getattr(predicate, '__name__', predicate)}", predicate, bool,
+                      timeout=timeout, every=interval)
+
+
+def wait_aged(pg: PgDatabase, pids: Any, seconds: float, *, since: str = "state_change",
+              timeout: float = 15) -> None:
+    """Poll until every session in `pids` has been in its current state (or query) for `seconds`.
+
+    For tests that need sessions "idle for N s" or "running for N s": the server's own clock decides,
+    never a fixed sleep. `since` is state_change (idle) or query_start (a running query).
+    """
+    assert since in ("state_change", "query_start")
+    wanted = sorted(int(p) for p in pids)
+
+    def youngest() -> float:
+        age = pg.one(f"SELECT CASE WHEN bool_and({since} IS NOT NULL) THEN min(extract(epoch FROM now() - {since}))"
+                     "::float8 END FROM pg_stat_activity WHERE pid = ANY(%s)", (wanted,))
+        return -1.0 if age is None else float(age)
+
+    def all_present() -> bool:
+        return int(pg.one("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (wanted,))) == len(wanted)
+
+    assert all_present(), f"sessions {wanted} are not all connected"
+    wait_until(None, f"sessions {wanted} {since} older than {seconds} s", youngest, lambda age: age >= seconds,
+               timeout=timeout, every=0.05, describe=lambda age: f"youngest {age:.2f} s")
 
 
 # ---------------------------------------------------------------- a private cluster with pg_stat_statements

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import psycopg
 import pytest
 
 from indostar_ops.steps.postgres.queries import slow_queries_sql
-from tests.pg_support import Background, PgDatabase, fresh_database, private_server, seed, wait_for
+from tests.pg_support import Background, PgDatabase, fresh_database, private_server, seed, wait_aged, wait_for
 from tests.support import InventoryDir, cli_json, run_cli
 
 
@@ -61,7 +60,7 @@ def test_locks_pairs_the_blocked_session_with_its_blocker(pg: PgDatabase, invent
     blocker.execute("UPDATE orders SET val = 1 WHERE id = 7")
     waiter = Background(pg.connect(application="worker"), "UPDATE orders SET val = 2 WHERE id = 7")
     wait_for(lambda: pg.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (waiter.pid,)) == "Lock")
-    time.sleep(0.6)
+    wait_aged(pg, [waiter.pid], 0.6, since="query_start")
     name = pg.inventory(inventory, database={"lock_wait_critical_s": 0.5})
 
     code, doc = cli_json("db.locks", "--env", name)

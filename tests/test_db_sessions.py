@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +10,11 @@ import pytest
 
 from indostar_ops import Context, Runner
 from indostar_ops.steps.postgres.sessions import KillIdle
-from tests.pg_support import Background, PgDatabase, fresh_database, wait_for
+from tests.pg_support import Background, PgDatabase, fresh_database, wait_aged, wait_for
 from tests.support import InventoryDir, cli_json
 
-LIMIT_MIN = 0.01  # 0.6 s: the sessions below are made "old" by waiting a second, not ten minutes
+LIMIT_MIN = 0.01  # 0.6 s: the sessions below are made "old" by polling their age past it, not ten minutes
+AGED_S = LIMIT_MIN * 60 + 0.1
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_kill_idle_ends_only_the_applications_own_idle_sessions(pg: PgDatabase, 
     elsewhere = pg.connect(application="backend", dbname="postgres")
     busy = Background(pg.connect(application="backend"), "SELECT pg_sleep(20)")
     victims = sorted([c.info.backend_pid for c in idle] + [in_tx.info.backend_pid])
-    time.sleep(1.0)
+    wait_aged(pg, victims, AGED_S)
     name = pg.inventory(inventory)
 
     code, doc = cli_json("db.kill-idle", "--env", name, "--minutes", str(LIMIT_MIN), "--check")
@@ -54,7 +54,7 @@ def test_kill_idle_ends_only_the_applications_own_idle_sessions(pg: PgDatabase, 
     assert sorted(int(t["target"].split()[1]) for t in targets(doc)) == victims
     assert all(t["status"] == "changed" and t["changes"][0]["destructive"] for t in targets(doc))
     assert all(alive(c) for c in idle)  # nothing was terminated (and they are idle again from now)
-    time.sleep(1.0)
+    wait_aged(pg, victims, AGED_S)
 
     code, doc = cli_json("db.kill-idle", "--env", name, "--minutes", str(LIMIT_MIN))
     assert code == 0, doc
@@ -76,7 +76,7 @@ def test_kill_idle_never_ends_our_own_sessions(pg: PgDatabase, inventory: Invent
     env = inventory.load("own")
     with Context(env) as ctx:
         ours = ctx.postgres().fetch("SELECT pg_backend_pid() AS pid")[0]["pid"]
-        time.sleep(1.0)
+        wait_aged(pg, [victim.info.backend_pid, ours], AGED_S)
         result = Runner(ctx).run([KillIdle(minutes=LIMIT_MIN)], task="db.kill-idle").raise_on_failure()
         assert [r.target for r in result.results] == [f"pid {victim.info.backend_pid}"]
         assert ctx.postgres().fetch("SELECT pg_backend_pid() AS pid")[0]["pid"] == ours
@@ -86,14 +86,14 @@ def test_kill_idle_never_ends_our_own_sessions(pg: PgDatabase, inventory: Invent
 def test_kill_idle_on_production_lists_and_waits_for_yes(pg: PgDatabase, inventory: InventoryDir) -> None:
     """On production, even at a terminal, the sessions are listed and none is ended without --yes."""
     victim = pg.connect(application="backend")
-    time.sleep(1.0)
+    wait_aged(pg, [victim.info.backend_pid], AGED_S)
     env = inventory.load(pg.inventory(inventory, tier="production"))
     with Context(env, interactive=True, confirm=lambda _prompt: True) as ctx:
         result = Runner(ctx).run([KillIdle(minutes=LIMIT_MIN)], task="db.kill-idle")
     (refused,) = result.results
     assert refused.status == "failed" and f"pid {victim.info.backend_pid} " in (refused.error or "")
     assert "--yes" in (refused.error or "") and alive(victim)
-    time.sleep(1.0)
+    wait_aged(pg, [victim.info.backend_pid], AGED_S)
 
     code, doc = cli_json("db.kill-idle", "--env", env.name, "--minutes", str(LIMIT_MIN), "--yes")
     assert code == 0 and [t["status"] for t in targets(doc)] == ["changed"]
@@ -103,10 +103,10 @@ def test_kill_idle_on_production_lists_and_waits_for_yes(pg: PgDatabase, invento
 def test_kill_long_ends_the_oldest_queries_up_to_the_cap(pg: PgDatabase, inventory: InventoryDir) -> None:
     """Two runaway queries, --max 1: the older one is terminated, the other is listed as left running."""
     older = Background(pg.connect(application="backend"), "SELECT pg_sleep(30)")
-    time.sleep(0.3)
+    wait_aged(pg, [older.pid], 0.05, since="query_start")  # so the newer one is strictly newer
     newer = Background(pg.connect(application="backend"), "SELECT pg_sleep(30)")
     quick = pg.connect(application="backend")
-    time.sleep(1.0)
+    wait_aged(pg, [older.pid, newer.pid], AGED_S, since="query_start")
     name = pg.inventory(inventory)
 
     code, doc = cli_json("db.kill-long", "--env", name, "--minutes", str(LIMIT_MIN), "--max", "1")

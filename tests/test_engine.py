@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from indostar_ops import Context, Plan, Runner, Step, load_environment
+from indostar_ops import Context, Plan, Runner, Step
 from indostar_ops.errors import ConfirmationRequired, TransientError
 from indostar_ops.inventory import HostTarget
 from indostar_ops.step import Change
@@ -221,9 +221,18 @@ def test_list_does_not_import_heavy_clients() -> None:
 
 
 def test_load_environment_is_importable_without_invoke(inventory: InventoryDir) -> None:
-    """Library use needs no Invoke: load_environment and Runner come from the package root."""
+    """Library use needs no Invoke: with invoke made unimportable, the package root and the steps load."""
     inventory.write("x", {"tier": "development"})
-    assert load_environment("x").name == "x"
+    probe = ("import sys\nfrom pathlib import Path\nsys.modules['invoke'] = None  # any import of it fails\n"
+             "from indostar_ops import Context, Runner, load_environment\n"
+             "from indostar_ops.steps.postgres import KillIdle, Reindex, Vacuum\n"
+             "from indostar_ops.registry import STEPS\n"
+             f"env = load_environment('x', directory=Path({str(inventory.path)!r}))\n"
+             "print('OK', env.name, Context.__name__, Runner.__name__, Vacuum.name, Reindex.name, KillIdle.name,"
+             " len(STEPS) > 0)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["OK", "x", "Context", "Runner", "db.vacuum", "db.reindex", "db.kill-idle", "True"]
 
 
 def test_indostar_ops_program_exits_2_on_usage_errors() -> None:

@@ -388,6 +388,7 @@ class DatabaseSettings(Model, kw_only=True):
     maintenance_timeout: str = "3h"  # statement_timeout for VACUUM/ANALYZE/REINDEX statements
     vacuum_dead_pct: Annotated[float, Meta(ge=0, le=100)] = 10  # db.vacuum: dead rows above this % of all rows
     vacuum_min_dead_rows: Annotated[int, Meta(ge=0)] = 50  # db.vacuum: ...and at least this many dead rows
+    vacuum_full_bloat_pct: Annotated[float, Meta(ge=0, le=100)] = 30  # db.vacuum --full: heap bloat above this %
     analyze_stale_pct: Annotated[float, Meta(ge=0)] = 10  # db.analyze: rows changed since ANALYZE, % of rows
     analyze_min_rows: Annotated[int, Meta(ge=0)] = 50  # db.analyze: ...and at least this many changed rows
     reindex_bloat_pct: Annotated[float, Meta(ge=0, le=100)] = 30  # db.reindex: estimated index bloat above this %

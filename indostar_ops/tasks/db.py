@@ -94,13 +94,21 @@ def bloat(c, env=None, check=False, json=False, limit=20, table=None):
 
 
 @task(help=common(table=_TABLE, all="every table, not only those that need it",
-                  full="VACUUM FULL (locks each table; production: only inside the maintenance window)",
+                  full="VACUUM FULL the tables whose heap bloat (pgstattuple, else a statistics estimate) is over "
+                       "database.vacuum_full_bloat_pct (default 30) or whose dead rows are over --threshold; "
+                       "tables under 128 kB never (estimates too coarse). Locks each table against reads and "
+                       "writes; production: only inside the maintenance window",
                   parallel="VACUUM (PARALLEL N) index workers per table (PostgreSQL 13+)",
                   threshold="dead-row % over which a table needs VACUUM (default database.vacuum_dead_pct)"),
       iterable=["table"])
 def vacuum(c, env=None, check=False, json=False, yes=False, table=None, all_=False, full=False, parallel=None,
            threshold=None):
-    """VACUUM (ANALYZE) the tables with too many dead rows or never vacuumed/analyzed, one at a time."""
+    """VACUUM (ANALYZE) the tables with too many dead rows or never vacuumed/analyzed, one at a time.
+
+    Plain VACUUM is chosen by dead rows (over --threshold, default database.vacuum_dead_pct, and at least
+    database.vacuum_min_dead_rows) or a table never vacuumed/analyzed. VACUUM FULL (--full) is chosen by
+    heap bloat (database.vacuum_full_bloat_pct) or dead rows, never for "never vacuumed"; see --full.
+    """
     from ..cli import run_steps
     from ..errors import UsageError
     from ..steps.postgres.vacuum import Vacuum, full_vacuum_refusal
@@ -134,7 +142,13 @@ def analyze(c, env=None, check=False, json=False, yes=False, table=None, all_=Fa
       iterable=["table", "index"])
 def reindex(c, env=None, check=False, json=False, yes=False, all_bloated=False, table=None, index=None,
             threshold=None):
-    """REINDEX INDEX CONCURRENTLY the bloated (or invalid) indexes, one at a time, with sizes before/after."""
+    """REINDEX INDEX CONCURRENTLY the bloated (or invalid) indexes, one at a time, with sizes before/after.
+
+    An index is bloated when its estimated bloat is over --threshold (default database.reindex_bloat_pct)
+    and it is at least database.reindex_min_mb; indexes under 128 kB are never rebuilt on an estimate
+    (their last partial page alone reads as 20-50 % "bloat"). Invalid leftovers of an interrupted
+    REINDEX CONCURRENTLY are dropped.
+    """
     from ..cli import run_steps
     from ..steps.postgres.reindex import Reindex
 

@@ -17,12 +17,14 @@ __all__ = [
     "INVALID_LEFTOVERS",
     "PGSTATTUPLE",
     "PG_STAT_STATEMENTS",
+    "ROLE",
     "SERVER",
     "TABLES",
     "index_bloat_pgstattuple",
     "locks_sql",
     "sessions_sql",
     "slow_queries_sql",
+    "still_planned_sql",
     "table_bloat_pgstattuple",
     "terminate_sql",
 ]
@@ -80,7 +82,7 @@ ORDER BY pg_total_relation_size(c.oid) DESC, n.nspname, c.relname
 INDEXES = """
 SELECT n.nspname AS schema, c.relname, t.relname AS table_name, c.oid::bigint AS oid,
        am.amname AS method, i.indisvalid AS valid, i.indisprimary AS is_primary,
-       i.indisexclusion AS is_exclusion, c.relpages::bigint AS relpages,
+       i.indisexclusion AS is_exclusion, c.relpages::bigint AS relpages, c.relfilenode::bigint AS relfilenode,
        pg_relation_size(c.oid) AS bytes, ff.fillfactor, est.expected_pages,
        replace(pg_get_indexdef(c.oid), 'INDEX ' || quote_ident(c.relname) || ' ON ', 'INDEX ON ') AS shape
 FROM pg_index i
@@ -266,12 +268,36 @@ ORDER BY {order}, a.pid
 """
 
 
-def terminate_sql(kind: str, version: int) -> str:
-    """Terminate one session only if it is still in the very idle period / query we planned to end."""
-    call = "pg_terminate_backend(pid, 5000)" if version >= 140000 else "pg_terminate_backend(pid)"
+# The application role itself: a superuser or replication role's sessions are never ours to end,
+# and sessions of it that we cannot see (no pg_read_all_stats) must not read as "none idle".
+ROLE = """
+SELECT r.rolsuper, r.rolreplication, current_user AS me,
+       (SELECT count(*) FROM pg_stat_activity a
+        WHERE a.usename = %(role)s AND a.datname = %(database)s AND a.backend_type IS NULL) AS hidden
+FROM pg_roles r WHERE r.rolname = %(role)s
+"""
+
+
+def _same_session(kind: str) -> str:
+    """The very session (pid + backend start) of the role, still in the idle period / query we planned to end."""
     if kind == "idle":
-        same = f"state IN {_IDLE_STATES} AND state_change = %(since)s"
+        same = f"a.state IN {_IDLE_STATES} AND a.state_change = %(since)s"
     else:
-        same = "state = 'active' AND query_start = %(since)s"
-    return (f"SELECT {call} FROM pg_stat_activity WHERE pid = %(pid)s AND backend_start = %(backend_start)s"
-            f" AND {same}")
+        same = "a.state = 'active' AND a.query_start = %(since)s"
+    return ("FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
+            " WHERE a.pid = %(pid)s AND a.backend_start = %(backend_start)s AND a.usename = %(role)s"
+            f" AND NOT r.rolsuper AND NOT r.rolreplication AND {same}")
+
+
+def terminate_sql(kind: str, version: int) -> str:
+    """Terminate one session only if it is still the one planned; one row ('SELECT 1') only if it was ended.
+
+    The candidate is materialized first, so pg_terminate_backend is only ever called on that row.
+    """
+    call = "pg_terminate_backend(pid, 5000)" if version >= 140000 else "pg_terminate_backend(pid)"
+    return (f"WITH victim AS MATERIALIZED (SELECT a.pid {_same_session(kind)}) "
+            f"SELECT pid FROM victim WHERE {call}")
+
+
+def still_planned_sql(kind: str) -> str:
+    return f"SELECT a.pid {_same_session(kind)}"

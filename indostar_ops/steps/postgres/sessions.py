@@ -13,13 +13,13 @@ On a production tier the list is shown and nothing is terminated without --yes.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...connectors.postgres import APPLICATION_NAME
-from ...errors import ConfirmationRequired, UsageError
+from ...errors import ConfirmationRequired, StepError, UsageError
+from ...poll import wait_until
 from ...step import Change, Outcome, Plan, Step
 from . import queries
 from .activity import age
@@ -85,6 +85,19 @@ class _Terminate(Step[SessionState | Nothing]):
         s = settings(ctx)
         minutes = self._minutes(ctx)
         if not rows:
+            role = survey(ctx, "reading the application role", lambda: db.fetch(queries.ROLE, self._params(ctx)))
+            if not role:
+                return [Nothing(s.name, reason=f"role {s.user} (database.user) does not exist on this server")]
+            if role[0]["rolsuper"] or role[0]["rolreplication"]:
+                kind = "a superuser" if role[0]["rolsuper"] else "a replication role"
+                return [Nothing(s.name, reason=f"role {s.user} (database.user) is {kind}: {self.name} never "
+                                               "terminates such sessions (they may be replication, migrations or "
+                                               "an operator's); end them by hand if you must")]
+            if role[0]["hidden"]:
+                raise StepError(f"{ctx.env.name}: {role[0]['hidden']} session(s) of role {s.user} in {s.name} are "
+                                f"hidden from role {role[0]['me']}, so whether they are idle cannot be seen",
+                                hint=f"read as a role granted pg_monitor and pg_signal_backend (or a member of "
+                                     f"{s.user}): set database.admin_user")
             what = "idle" if self.kind == "idle" else "running a query"
             return [Nothing(s.name, reason=f"no session of role {s.user} in database {s.name} {what} for more "
                                            f"than {minutes:g} min")]
@@ -130,17 +143,27 @@ class _Terminate(Step[SessionState | Nothing]):
         db = admin(ctx)
         params = {"pid": plan.data["pid"], "backend_start": datetime.fromisoformat(plan.data["backend_start"]),
                   "since": datetime.fromisoformat(plan.data["since"])}
+        params |= {"role": settings(ctx).user}
         status = db.execute(queries.terminate_sql(self.kind, server(db).version), params,
                             summary=plan.changes[0].summary)
         if status.strip() == "SELECT 0":
-            return Outcome(changes=(replace(plan.changes[0], summary=f"left pid {target.pid} alone: it "
+            # not terminated: the session left the planned idle period / query, or the server refused
+            if db.fetch(queries.still_planned_sql(self.kind), params):
+                raise StepError(f"pid {target.pid}: pg_terminate_backend refused or did not finish for a session "
+                                f"still {'idle' if self.kind == 'idle' else 'running that query'}",
+                                hint="database.admin_user needs pg_signal_backend (or membership in "
+                                     f"{settings(ctx).user}); the session was left running")
+            return Outcome(reason=f"left pid {target.pid} alone: it "
+                                  + ("woke up" if self.kind == "idle" else "finished that query")
+                                  + " before it could be terminated",
+                           changes=(replace(plan.changes[0], summary=f"left pid {target.pid} alone: it "
                                             + ("woke up" if self.kind == "idle" else "finished that query")
-                                            + " before it could be terminated", after="kept"),))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and db.fetch(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND backend_start = %(backend_start)s", params):
-            time.sleep(0.05)
-        return Outcome(changes=(replace(plan.changes[0], after="terminated"),))
+                                            + " before it could be terminated", after="kept"),),
+                           data={"terminated": False})
+        wait_until(ctx, f"pid {target.pid} to exit", lambda: db.fetch(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND backend_start = %(backend_start)s", params),
+            lambda rows: not rows, timeout=5, every=0.05, describe=lambda rows: "still listed" if rows else "gone")
+        return Outcome(changes=(replace(plan.changes[0], after="terminated"),), data={"terminated": True})
 
 
 class KillIdle(_Terminate):

@@ -20,6 +20,7 @@ from .common import (
     admin,
     display_name,
     human_bytes,
+    missing_names,
     pct,
     relation_filter,
     server,
@@ -173,16 +174,24 @@ class BloatReport(Step[BloatState]):
         estimator = Estimator(db)
         condition, params = relation_filter(self.tables)
         tables = []
-        for row in table_rows(db, condition, params)[: self.limit]:
+        rows = table_rows(db, condition, params)
+        missing_names(self.tables, rows, "table")
+        for row in rows[: self.limit]:
             dead_pct = 100.0 * row["dead"] / (row["live"] + row["dead"]) if row["live"] + row["dead"] else 0.0
             tables.append({"table": display_name(row["schema"], row["relname"]), "total_bytes": row["total_bytes"],
                            "heap": estimator.table(row).as_dict(), "dead_rows": row["dead"],
                            "dead_pct": round(dead_pct, 1)})
         index_condition, params = relation_filter(self.tables, column="t.relname")
         indexes = []
+        min_bytes = s.reindex_min_mb * 1024 * 1024
         for row in index_rows(db, index_condition, params)[: self.limit]:
-            bloat = estimator.index(row).as_dict() if row["valid"] else {"bytes": row["bytes"], "wasted_bytes": None,
-                                                                            "bloat_pct": None, "method": "invalid"}
+            if row["valid"]:
+                estimate = estimator.index(row)
+                bloat = {**estimate.as_dict(),
+                         "over_limit": estimate.over(s.reindex_bloat_pct) and row["bytes"] >= min_bytes}
+            else:
+                bloat = {"bytes": row["bytes"], "wasted_bytes": None, "bloat_pct": None, "method": "invalid",
+                         "trusted": False, "over_limit": True}
             indexes.append({"index": display_name(row["schema"], row["relname"]),
                             "table": display_name(row["schema"], row["table_name"]), "valid": row["valid"], **bloat})
         rules = {"reindex_bloat_pct": s.reindex_bloat_pct, "reindex_min_bytes": s.reindex_min_mb * 1024 * 1024,
@@ -191,9 +200,7 @@ class BloatReport(Step[BloatState]):
 
     def plan(self, state: BloatState) -> Plan:
         rules = state.rules
-        bloated = [i for i in state.indexes if not i["valid"] or (
-            i["bloat_pct"] is not None and i["bloat_pct"] > rules["reindex_bloat_pct"]
-            and i["bytes"] >= rules["reindex_min_bytes"])]
+        bloated = [i for i in state.indexes if i["over_limit"]]  # what db.reindex --all-bloated would rebuild
         dirty = [t for t in state.tables if t["dead_pct"] > rules["vacuum_dead_pct"]]
         severity = Severity.WARNING if bloated or dirty else Severity.OK
         lines = [f"{len(state.tables)} largest tables, {len(state.indexes)} largest indexes; bloat by {state.method}"

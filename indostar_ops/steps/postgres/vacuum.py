@@ -7,13 +7,19 @@ or never vacuumed/analyzed; stale statistics for ANALYZE. One table at a time, w
 maintenance-sized statement_timeout. A second run right after finds nothing to do.
 
 VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock (reads and writes wait):
-only with `full=True`, and on a production tier only inside the maintenance window.
+only with `full=True`, and on a production tier only inside the maintenance window (refused
+in preflight, and again at apply if the window closed meanwhile). What it is for is giving a
+table's empty space back, so it is chosen by *heap bloat* (pgstattuple, else the statistics
+estimate; see estimate.py, tables under its size floor are never chosen on an estimate) over
+`database.vacuum_full_bloat_pct`, or by dead rows over the VACUUM limit; never merely for
+"never vacuumed". A table can be 60 % empty with no dead rows at all (after a VACUUM).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -27,13 +33,15 @@ from .common import (
     Server,
     admin,
     display_name,
+    human_bytes,
     missing_names,
+    pct,
     relation_filter,
     server,
     settings,
     survey,
 )
-from .estimate import table_rows
+from .estimate import MIN_TRUSTED_PAGES, Bloat, Estimator, table_rows
 
 if TYPE_CHECKING:
     from ...context import Context
@@ -94,6 +102,7 @@ class VacuumRules:
     everything: bool = False
     full: bool = False
     parallel: int | None = None
+    full_bloat_pct: float = 30
 
 
 @dataclass
@@ -104,18 +113,23 @@ class TableState:
     server: Server
     now: datetime
     horizon: dict[str, Any] | None = None
+    bloat: Bloat | None = None  # heap bloat, measured for VACUUM FULL only
 
 
-def vacuum_reasons(row: dict[str, Any], rules: VacuumRules) -> list[str]:
-    """Why this table needs VACUUM (ANALYZE); empty if it does not."""
+def vacuum_reasons(row: dict[str, Any], rules: VacuumRules, bloat: Bloat | None = None) -> list[str]:
+    """Why this table needs VACUUM (ANALYZE), or with `full` VACUUM FULL; empty if it does not."""
     reasons = []
+    if rules.full and bloat is not None and bloat.over(rules.full_bloat_pct):
+        reasons.append(f"{bloat.pct:.0f}% heap bloat by {bloat.method}, ~{human_bytes(bloat.wasted_bytes)} "
+                       "reclaimable")
     dead = _dead_pct(row)
     if dead > rules.dead_pct and row["dead"] >= rules.min_dead_rows:
         reasons.append(f"{dead:.0f}% dead rows ({row['dead']:,} of {row['live'] + row['dead']:,})")
-    if _stamp(row["last_vacuum"], row["last_autovacuum"]) is None:
-        reasons.append("never vacuumed")
-    if _stamp(row["last_analyze"], row["last_autoanalyze"]) is None:
-        reasons.append("never analyzed")
+    if not rules.full:  # a never-vacuumed table needs a VACUUM, not a rewrite
+        if _stamp(row["last_vacuum"], row["last_autovacuum"]) is None:
+            reasons.append("never vacuumed")
+        if _stamp(row["last_analyze"], row["last_autoanalyze"]) is None:
+            reasons.append("never analyzed")
     if not reasons and rules.everything:
         reasons.append("--all")
     return reasons
@@ -143,18 +157,34 @@ class Vacuum(Step[TableState | Nothing]):
     def rules(self, ctx: Context) -> VacuumRules:
         s = settings(ctx)
         return VacuumRules(self.dead_pct if self.dead_pct is not None else s.vacuum_dead_pct,
-                           s.vacuum_min_dead_rows, self.everything, self.full, self.parallel)
+                           s.vacuum_min_dead_rows, self.everything, self.full, self.parallel, s.vacuum_full_bloat_pct)
 
-    def targets(self, ctx: Context) -> list[Relation | Nothing]:
+    def preflight(self, ctx: Context) -> None:
+        """No I/O: VACUUM FULL on production outside the window is refused before anything connects."""
+        super().preflight(ctx)
         if self.full and not ctx.check and (refusal := full_vacuum_refusal(ctx.env)):
             raise UsageError(refusal, hint="run it inside the window, or use plain db.vacuum (no --full) now")
+
+    def targets(self, ctx: Context) -> list[Relation | Nothing]:
         rules = self.rules(ctx)
         condition, params = relation_filter(self.tables)
-        rows = survey(ctx, "reading table statistics", lambda: table_rows(admin(ctx), condition, params))
+        db = admin(ctx)
+        rows = survey(ctx, "reading table statistics", lambda: table_rows(db, condition, params))
         missing_names(self.tables, rows, "table")
-        todo = [r for r in rows if vacuum_reasons(r, rules)]
+        if self.full:
+            estimator = survey(ctx, "choosing the bloat method", lambda: Estimator(db))
+            todo = [r for r in rows if vacuum_reasons(r, rules, survey(
+                ctx, f"estimating heap bloat of {r['relname']}", partial(estimator.table, r)))]
+        else:
+            todo = [r for r in rows if vacuum_reasons(r, rules)]
         if not todo:
             where = settings(ctx).name
+            if self.full:
+                floor = human_bytes(MIN_TRUSTED_PAGES * estimator.block)
+                return [Nothing(where, reason=f"no table needs VACUUM FULL: {len(rows)} table(s) checked "
+                                              f"({estimator.method}), none over {rules.full_bloat_pct:g}% heap bloat "
+                                              f"(tables under {floor} are left alone) or {rules.dead_pct:g}% dead "
+                                              f"rows (min {rules.min_dead_rows})")]
             return [Nothing(where, reason=f"no table needs VACUUM: {len(rows)} table(s) checked, none over "
                                           f"{rules.dead_pct:g}% dead rows (min {rules.min_dead_rows}) or never "
                                           "vacuumed/analyzed")]
@@ -167,8 +197,9 @@ class Vacuum(Step[TableState | Nothing]):
         db = admin(ctx)
         now = db.fetch("SELECT clock_timestamp() AS now")[0]["now"]
         horizon = db.fetch(queries.HORIZON)
-        return TableState(target, _fresh(ctx, target), self.rules(ctx), server(db), now,
-                          horizon[0] if horizon else None)
+        row = _fresh(ctx, target)
+        bloat = Estimator(db).table(row) if self.full and row is not None else None
+        return TableState(target, row, self.rules(ctx), server(db), now, horizon[0] if horizon else None, bloat)
 
     def plan(self, state: TableState | Nothing) -> Plan:
         if isinstance(state, Nothing):
@@ -176,8 +207,14 @@ class Vacuum(Step[TableState | Nothing]):
         target, row, rules = state.target, state.row, state.rules
         if row is None:
             return Plan.nothing(f"{target} no longer exists")
-        reasons = vacuum_reasons(row, rules)
+        reasons = vacuum_reasons(row, rules, state.bloat)
         if not reasons:
+            if rules.full and state.bloat is not None:
+                return Plan.nothing(f"{target} does not need VACUUM FULL: heap bloat {pct(state.bloat.pct)} by "
+                                    f"{state.bloat.method}"
+                                    + ("" if state.bloat.trusted else
+                                       f" (under {human_bytes(state.bloat.floor_bytes)}: not trusted)")
+                                    + f", {_dead_pct(row):.0f}% dead rows")
             return Plan.nothing(f"{target} no longer needs VACUUM ({_dead_pct(row):.0f}% dead rows)")
         last = _stamp(row["last_vacuum"], row["last_autovacuum"])
         holder = state.horizon
@@ -198,6 +235,8 @@ class Vacuum(Step[TableState | Nothing]):
         before = {"live_rows": row["live"], "dead_rows": row["dead"], "dead_pct": round(_dead_pct(row), 1),
                   "heap_bytes": row["heap_bytes"],
                   "last_vacuum": str(last) if last else None}
+        if state.bloat is not None:
+            before["heap_bloat"] = state.bloat.as_dict()
         change = Change(f"VACUUM ({', '.join(options)}) {target}: {', '.join(reasons)}{note}", before=before)
         return Plan([change], data={"options": options, "checked_at": state.now.isoformat()})
 

@@ -123,5 +123,7 @@ def fail(exc: IndostarError, *, json: bool, monitoring: bool = False) -> None:
         from .report import print_json
 
         print_json({"error": exc.message, "hint": exc.hint, "exit_code": code})
-    sys.stderr.write(f"error: {exc}\n")
+    from .report import write
+
+    write(sys.stderr, f"error: {exc}\n")  # EPIPE-safe, like every other line we print
     raise Exit(code=code)

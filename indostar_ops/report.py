@@ -3,23 +3,73 @@
 On a terminal it is colored (rich); otherwise (CI logs, pipes) plain lines that grep well, which also
 keeps rich's import off the start-up path of scripted runs. `--json` replaces all of it with one JSON
 document on stdout.
+
+Every write goes through `write()`: when the reader goes away (`invoke ... | head`), the stream is
+silenced like any Unix tool's (no traceback, no "Exception ignored" at exit) and the run itself goes
+on to its end: a mutating run is never interrupted halfway because nobody reads its output.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import threading
 from typing import IO, Any
 
 from .results import STATUSES, RunResult, TargetResult
 
-__all__ = ["ConsoleReporter", "print_json", "print_summary"]
+__all__ = ["ConsoleReporter", "print_json", "print_summary", "write"]
 
 _STYLE = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red", "unreachable": "bold red",
           "declined": "magenta"}
 _SEVERITY_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
 _INDENT = " " * 13
+
+
+_silenced: set[int] = set()  # file descriptors whose reader went away
+_silence_lock = threading.Lock()
+
+
+def _descriptor(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _silence(stream: IO[str]) -> None:
+    """Stop writing to `stream`; point its descriptor at /dev/null so the interpreter's last flush is quiet."""
+    fd = _descriptor(stream)
+    with _silence_lock:
+        if fd is None or fd in _silenced:
+            return
+        _silenced.add(fd)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except OSError:
+            pass
+
+
+def write(stream: IO[str], text: str) -> bool:
+    """Write and flush; False (and nothing more is written there) once the reader has gone away (EPIPE)."""
+    if _descriptor(stream) in _silenced:
+        return False
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _silence(stream)
+        return False
+    return True
 
 
 class _Writer:
@@ -35,15 +85,19 @@ class _Writer:
 
     def line(self, text: str, style: str | None = None, *, parts: list[tuple[str, str | None]] | None = None) -> None:
         if self.console is None:
-            self.stream.write("".join(t for t, _ in parts) if parts else text)
-            self.stream.write("\n")
+            write(self.stream, ("".join(t for t, _ in parts) if parts else text) + "\n")
+            return
+        if _descriptor(self.stream) in _silenced:
             return
         from rich.text import Text
 
         rendered = Text()
         for chunk, chunk_style in parts or [(text, style)]:
             rendered.append(chunk, style=chunk_style)
-        self.console.print(rendered)
+        try:
+            self.console.print(rendered)
+        except BrokenPipeError:
+            _silence(self.stream)
 
 
 class ConsoleReporter:
@@ -91,6 +145,4 @@ def print_summary(result: RunResult, stream: IO[str] | None = None) -> None:
 
 
 def print_json(document: dict[str, Any], stream: IO[str] | None = None) -> None:
-    out = stream or sys.stdout
-    out.write(json.dumps(document, indent=2, default=str) + "\n")
-    out.flush()
+    write(stream or sys.stdout, json.dumps(document, indent=2, default=str) + "\n")

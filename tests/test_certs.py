@@ -190,3 +190,29 @@ def test_window_wider_than_certbots_is_reported_not_hidden(site_env, acme_site: 
     assert code == 1 and "not yet due" in result["error"] and "--force" in result["error"]
     assert "--force-renewal" not in result["actions"][0]["command"]
     assert sha256(on_disk(acme_site)) == before and acme_site.nginx.worker_pids() == workers
+
+
+@pytest.mark.parametrize(("probe", "code", "says"), [
+    ({"probe_host": DOMAIN, "ca": True}, 0, "answers 200"),
+    ({"probe_host": DOMAIN, "ca": False}, 3, "CERTIFICATE_VERIFY_FAILED"),
+    ({"probe_host": DOMAIN, "ca": False, "probe_verify": False}, 0, "answers 200"),
+    ({"probe_host": "other.indostar.test", "ca": True}, 3, "Hostname mismatch"),
+])
+def test_maintenance_probe_speaks_https_with_the_sites_name(inventory: InventoryDir, ssh_rig: SshRig,
+                                                            acme_site: AcmeSite, tmp_path: Path,  # noqa: F811
+                                                            probe: dict, code: int, says: str) -> None:
+    """probe_url over https with the site's name (SNI + Host), a CA bundle and verify options, like certs.check."""
+    host = ssh_rig.hosts[0]
+    base = tmp_path / host.name
+    nginx = {"maintenance_snippet": str(base / "nginx/maintenance.conf"),
+             "maintenance_flag": str(base / "flag/maintenance.on"), "maintenance_page_dir": str(base / "html"),
+             "probe_url": f"https://127.0.0.1:{acme_site.nginx.https_port}/shop", "probe_host": probe["probe_host"]}
+    if probe["ca"]:
+        nginx["probe_ca_file"] = str(acme_site.acme.root_ca_path)
+    if "probe_verify" in probe:
+        nginx["probe_verify"] = probe["probe_verify"]
+    inventory.write("probe", host_inventory(ssh_rig, [host], tmp_path, {host.name: {"nginx": nginx}}))
+    got, doc = cli_json("maintenance.status", "--env", "probe")
+    result = targets(doc, "maintenance.status")[host.name]
+    assert (got, result["severity"]) == (code, "OK" if code == 0 else "UNKNOWN"), result
+    assert says in result["reason"]

@@ -15,6 +15,7 @@ resolves to itself (no write through a symlinked directory).
 from __future__ import annotations
 
 import posixpath
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -96,6 +97,8 @@ def probe_site(ctx: Context, target: HostTarget) -> Probe:
     try:
         status, body = http_get(url, server_name=settings.probe_host, ca_file=settings.probe_ca_file,
                                 verify=settings.probe_verify, headers={"Cache-Control": "no-cache"}, timeout=5)
+    except ssl.SSLCertVerificationError as exc:
+        return Probe(url, error=f"certificate does not verify ({exc.reason}): {exc.verify_message}")
     except (OSError, ValueError) as exc:
         return Probe(url, error=str(getattr(exc, "reason", None) or exc))
     return Probe(url, status, status == 503 and MARKER.encode() in body)

@@ -192,3 +192,30 @@ def test_the_sandbox_extra_is_not_a_core_dependency() -> None:
     assert not any(name in core for name in ("fastapi", "uvicorn", "celery"))
     assert {d.split(">")[0] for d in project["optional-dependencies"]["sandbox"]} == {"fastapi", "uvicorn", "celery"}
     assert "aws-local,sandbox" in (REPO / "scripts" / "sandbox").read_text()
+
+
+def test_the_shipped_sandbox_inventory_runs_the_demo_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           redis_url: str) -> None:
+    """inventory/sandbox.yaml as shipped (its backend port and Redis db moved aside): first use starts the stack."""
+    from tests.stack_support import free_port
+
+    port = free_port()
+    text = (REPO / "inventory" / "sandbox.yaml").read_text()
+    assert "kind: local" in text and "backend: 18100" in text
+    text = text.replace("backend: 18100", f"backend: {port}").replace("6379/15", f"6379/{DB}")
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "sandbox.yaml").write_text(text)
+    monkeypatch.setenv("INDOSTAR_INVENTORY_DIR", str(tmp_path / "inv"))
+    root = Path(os.environ["INDOSTAR_SANDBOX_ROOT"]) / "platform"
+    try:
+        code, doc = cli_json("celery.status", "--env", "sandbox", "--interval", "0")
+        assert code in (0, 1) and targets(doc)[0]["data"]["workers_ready"] == 1, doc
+        code, doc = cli_json("app.status", "--env", "sandbox", "--check")
+        assert code == 0, doc
+        assert (root / "releases" / "1" / "demo" / "web.py").is_file()
+    finally:
+        from tests.support import run_cli
+
+        stopped = run_cli("sandbox.stop")
+    assert "stopped the sandbox demo app's backend-1" in stopped.stdout + stopped.stderr
+    assert not any(alive(json.loads(p.read_text())["pid"]) for p in (root / "run").glob("*.pid"))

@@ -226,3 +226,22 @@ def test_steps_check_the_strategy_themselves(web_env, inventory: InventoryDir, f
     with pytest.raises(UsageError, match="not implemented yet"), Context(env, interactive=False) as ctx:
         Runner(ctx).run([NginxMaintenanceOn()], task="maintenance.on")  # preflight: nothing connects
     assert not any((rig.workdir / "flag" / "maintenance.on").exists() for rig in fresh)
+
+
+def test_a_flag_in_a_symlinked_directory_is_never_written_through(web_env, fresh: list[NginxRig],
+                                                                  tmp_path: Path) -> None:
+    """maintenance_flag whose directory is a symlink: refused on the host, naming both paths; nothing created."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    alias = fresh[0].workdir / "flag-alias"
+    alias.unlink(missing_ok=True)
+    alias.symlink_to(victim)
+    try:
+        env = web_env(host_1={"maintenance_flag": str(alias / "maintenance.on")})
+        code, doc = maintenance_on(env, fresh)
+        result = targets(doc, "maintenance.on")["host-1"]
+        assert code == 1 and "refusing to write through it" in result["error"]
+        assert f"'{alias}' resolves to '{victim}'" in result["error"]
+        assert list(victim.iterdir()) == [] and get(fresh[0])[0] == 200
+    finally:
+        alias.unlink()

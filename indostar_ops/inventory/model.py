@@ -80,7 +80,7 @@ NginxPath = Annotated[str, Meta(pattern=r"^/(?!.*/\.\.(/|\Z))[A-Za-z0-9_./@+,=-]
 NginxUri = Annotated[str, Meta(pattern=r"^/[A-Za-z0-9_./@+,=%~-]*\Z")]
 FileGlob = Annotated[str, Meta(pattern=rf'^[^{_CTRL}"/]+\Z')]  # a file-name pattern such as *.log
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")]  # environment, group, host names
-HostName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*\Z")]  # DNS name or IP address
+HostName = Annotated[str, Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)\Z")]  # DNS/IPv4/IPv6
 Endpoint = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(:[0-9]{1,5})?\Z")]
 UserName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")]
 UserGroup = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31} [A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")]

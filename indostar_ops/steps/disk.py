@@ -60,7 +60,7 @@ class DiskCheck(Step[DiskState]):
         state = DiskState(target, ctx.env.thresholds.disk_pct, read_filesystems(host, paths))
         if any(ctx.env.thresholds.disk_pct.evaluate(fs.used_pct) != Severity.OK for fs in state.filesystems):
             roots = target.settings.disk_report_roots
-            du = host.read(["timeout", str(DU_BUDGET_S), "du", "-x", "-k", "-d", "1", "--", *roots],
+            du = host.read(["timeout", str(DU_BUDGET_S), "du", "-x", "-k", "-D", "-d", "1", "--", *roots],
                            ok=(0, 1, 124))
             state.largest = parse_du(du.stdout)
             state.du_incomplete = du.exit_code == 124

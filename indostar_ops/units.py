@@ -1,8 +1,16 @@
-"""The one byte-size formatter: `du -h` style (powers of 1024) or Docker's own notation (powers of 1000)."""
+"""Units shared by every step: the one byte-size formatter (`du -h` style, or Docker's own notation)
+and the one age/duration syntax of the CLI and playbooks (`7d`, `12h`, `90m`)."""
 
 from __future__ import annotations
 
-__all__ = ["human_bytes"]
+import re
+
+from .errors import UsageError
+
+__all__ = ["describe_age", "human_bytes", "parse_age"]
+
+_AGE_UNITS = {"d": 86400, "h": 3600, "m": 60}
+_AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 
 _BINARY = ("B", "K", "M", "G", "T")
 _DECIMAL = ("B", "kB", "MB", "GB", "TB")
@@ -18,3 +26,19 @@ def human_bytes(size: float, *, decimal: bool = False) -> str:
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
         size /= base
     raise AssertionError("unreachable")
+
+
+def parse_age(text: str) -> int:
+    """'7d' / '12h' / '90m' -> seconds (at least one minute)."""
+    match = _AGE.match(text or "")
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"invalid age {text!r}", hint="use a positive number with d, h or m, e.g. --older-than 7d")
+    return int(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def describe_age(seconds: int) -> str:
+    """Seconds -> the shortest exact form: 604800 -> '7d', 5400 -> '90m', 61 -> '61s'."""
+    for unit, size in _AGE_UNITS.items():
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

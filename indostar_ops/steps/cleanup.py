@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..connectors.shell import sh
 from ..errors import StepError, StepValueError, UsageError
 from ..step import Change, Outcome, Plan, Step
-from ..units import human_bytes
+from ..units import describe_age, human_bytes, parse_age
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["FORBIDDEN_ROOTS", "SYSTEM_TREES", "CleanupRotatedLogs", "CleanupTempFiles", "check_root",
            "forbidden_reason", "is_rotated_log", "parse_age"]
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60}
-_AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 
 # Directories that are never a cleanup root, however the inventory is written.
 FORBIDDEN_ROOTS = frozenset({
@@ -110,21 +108,6 @@ shift "$n"
 find -P "$@" -maxdepth 0 -type f ! -newermt "@$c" -printf '%s\t%p\0' -delete
 """
 _DELETE_BATCH = 2000  # paths per command line (well under ARG_MAX)
-
-
-def parse_age(text: str) -> int:
-    """'7d' / '12h' / '90m' -> seconds (at least one minute)."""
-    match = _AGE.match(text or "")
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"invalid age {text!r}", hint="use a positive number with d, h or m, e.g. --older-than 7d")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def describe_age(seconds: int) -> str:
-    for unit, size in _UNITS.items():
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def is_rotated_log(name: str, active_patterns: Sequence[str]) -> bool:

@@ -336,11 +336,10 @@ def _seed(env: Environment) -> None:
 
         client = redis.Redis.from_url(env.redis.url, socket_timeout=env.redis.socket_timeout)
         try:
-            queue = env.redis.queues[0] if env.redis.queues else "celery"
-            if not client.exists(queue) and client.set("indostar:sandbox:queue-seeded", "1", nx=True):
+            # a backlog on a queue the demo app's worker does not consume (it serves `celery`)
+            if "emails" in env.redis.queues and client.set("indostar:sandbox:queue-seeded", "1", nx=True):
                 body = json.dumps({"task": "app.tasks.send_order_email", "args": [1]})
-                client.rpush(queue, *([body] * 1500))
-                client.rpush(f"{queue}:failed", *([body] * 3))
+                client.rpush("emails", *([body] * 1500))
         finally:
             client.close()
 

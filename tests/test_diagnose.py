@@ -69,7 +69,7 @@ def write_env(inventory: InventoryDir, pg: PgDatabase, fake: fakeapis.FakeApis, 
     (root / "web-1").mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "urls": urls["urls"], "sentry": urls["sentry"], "status_pages": urls["status_pages"],
-        "redis": {"url": redis_url, "queues": [queue]},
+        "redis": {"url": redis_url, "queues": [queue], "failed_queue": f"{queue}:failed"},
         "payments": {"razorpay": urls["payments_razorpay"], "reconcile_hook": urls["reconcile_hook"]},
         "diagnose": {"probe_timeout_s": 10, "seq_scan_min_rows": 10000},
         "groups": {"web": {"hosts": {"web-1": {"vars": {"disk_paths": [str(root / "web-1")],
@@ -115,8 +115,11 @@ def test_diagnose_all_ranks_real_findings_with_runnable_remedies(pg: PgDatabase,
     assert "Razorpay service down" in razorpay["likely_cause"]
 
     backlog = by_probe(found, "celery.queues")
-    assert backlog["severity"] == "WARNING" and backlog["evidence"] == {"queue": name, "length": 1200, "failed": 1}
+    assert backlog["severity"] == "WARNING" and backlog["evidence"] == {"queue": name, "length": 1200}
     assert backlog["threshold"] == "warning > 1000, critical > 10000"
+    assert backlog["remediation"]["command"] == f"invoke celery.scale --env {env} --replicas 3 --check"
+    failed = [f for f in found if f["probe"] == "celery.queues" and f["evidence"]["queue"] == f"{name}:failed"]
+    assert failed[0]["severity"] == "WARNING" and failed[0]["evidence"]["length"] == 1
 
     pending = by_probe(found, "payments.pending")
     assert pending["severity"] == "WARNING" and pending["evidence"]["pending_1h"] == 4

@@ -63,8 +63,9 @@ def probe_health(ctx: Context) -> list[Finding]:
     if not url:
         return _unknown(name, "no health endpoint configured (urls.health)")
     env = ctx.env.name
-    restart = remedy(env, "app.restart", ("--component", "backend"),
-                     manual="kubectl rollout restart deployment/backend -n indostar-naturals")
+    restart = remedy(env, "app.restart", ("--component", "backend"), "--check",
+                     manual="kubectl rollout restart deployment/backend -n indostar-naturals",
+                     note="preview, then --yes; invoke app.logs --component backend shows why it crashed")
     started = time.monotonic()
     try:
         status, body = ctx.http().get(url, timeout=ctx.env.diagnose.probe_timeout_s)
@@ -109,15 +110,23 @@ def probe_platform(ctx: Context, components: tuple[str, ...], name: str) -> list
         evidence = {"component": component, "ready": ready, "instances": len(instances), "expected": expected,
                     "problems": {i.name: i.problem for i in problems},
                     "max_memory_pct": round(max(mem), 1) if mem else None}
-        restart = remedy(env.name, "app.restart", ("--component", component),
-                         manual=f"kubectl rollout restart deployment/{component} -n indostar-naturals")
+        if component == "celery-worker":
+            restart = remedy(env.name, "celery.restart", "--check", note="preview, then --yes",
+                             manual="kubectl rollout restart deployment/celery-worker -n indostar-naturals")
+        else:
+            restart = remedy(env.name, "app.restart", ("--component", component), "--check",
+                             note="preview, then --yes",
+                             manual=f"kubectl rollout restart deployment/{component} -n indostar-naturals")
         if oom or (mem and memory.evaluate(max(mem)) != Severity.OK):
             sev = Severity.CRITICAL if oom or memory.evaluate(max(mem)) == Severity.CRITICAL else Severity.WARNING
             found.append(_f(name, sev, f"{component}: " + (f"{len(oom)} instance(s) OOMKilled" if oom else
                                                            f"memory at {max(mem):.0f}% of the limit"),
                             evidence=evidence, threshold=_limits(memory, " %"), cause="out of memory",
-                            remedy=remedy(env.name, "app.scale", ("--component", component), ("--replicas", 5),
-                                          manual=f"kubectl scale deployment/{component} --replicas=5")))
+                            remedy=remedy(env.name, "app.resources", ("--component", component),
+                                          ("--memory", "4Gi"), "--check",
+                                          note="or scale out: invoke app.scale --component COMPONENT --replicas 5",
+                                          manual=f"kubectl set resources deployment/{component} "
+                                                 "--limits=memory=4Gi")))
         if ready == 0:
             found.append(_f(name, Severity.CRITICAL, f"{component}: no instance is ready ({len(instances)} found)",
                             evidence=evidence, cause="containers crashed" if component == "backend" else
@@ -337,29 +346,31 @@ def probe_queues(ctx: Context) -> list[Finding]:
     t = env.thresholds.queue_length
     client = ctx.redis().client
     findings = []
-    for queue in env.redis.queues:
-        try:
-            length, failed = int(client.llen(queue)), int(client.llen(f"{queue}:failed"))
-        except Exception as exc:  # noqa: BLE001 - any Redis failure is the finding
-            return [_f(name, Severity.CRITICAL, f"cannot read queue {queue}: {exc}", cause="Redis connection lost",
-                       remedy=remedy(env.name, "cache.info", manual="redis-cli PING"))]
+    try:
+        lengths = {queue: int(client.llen(queue)) for queue in env.redis.queues}
+        failed = int(client.llen(env.redis.failed_queue))
+    except Exception as exc:  # noqa: BLE001 - any Redis failure is the finding
+        return [_f(name, Severity.CRITICAL, f"cannot read the Celery queues: {exc}", cause="Redis connection lost",
+                   remedy=remedy(env.name, "cache.info", manual="redis-cli PING"))]
+    for queue, length in lengths.items():
         sev = t.evaluate(length)
-        evidence = {"queue": queue, "length": length, "failed": failed}
-        if sev == Severity.OK and failed:
-            sev = Severity.WARNING
-        summary = f"queue {queue}: {length} waiting, {failed} failed"
-        cause = None
         fix = None
-        if t.evaluate(length) != Severity.OK:
-            cause = "workers crashed or too few workers (background tasks piling up)"
-            fix = remedy(env.name, "app.restart", ("--component", "celery-worker"),
-                         manual="kubectl rollout restart deployment/celery-worker -n indostar-naturals")
-        elif failed:
-            cause = "task errors"
-            fix = remedy(env.name, "cache.keys", ("--pattern", f"{queue}:failed"),
-                         manual=f"redis-cli LRANGE {queue}:failed 0 -1")
-        findings.append(_f(name, sev, summary, evidence=evidence, threshold=_limits(t), cause=cause, remedy=fix))
-    return findings or _unknown(name, "no queues configured (redis.queues)")
+        if sev != Severity.OK:
+            fix = remedy(env.name, "celery.scale", ("--replicas", 3), "--check",
+                         note="first invoke celery.status; if the workers crashed: invoke celery.restart",
+                         manual="kubectl scale deployment/celery-worker --replicas=3 -n indostar-naturals")
+        findings.append(_f(name, sev, f"queue {queue}: {length} waiting", evidence={"queue": queue, "length": length},
+                           threshold=_limits(t),
+                           cause="workers crashed or too few workers (background tasks piling up)" if fix else None,
+                           remedy=fix))
+    failed_queue = env.redis.failed_queue
+    findings.append(_f(name, Severity.WARNING if failed else Severity.OK,
+                       f"{failed} failed task(s) in {failed_queue}", evidence={"queue": failed_queue, "length": failed},
+                       threshold="warning > 0", cause="task errors" if failed else None,
+                       remedy=remedy(env.name, "celery.retry-failed", "--check",
+                                     note="preview per task name, then --yes; the errors are in each record",
+                                     manual=f"redis-cli LRANGE {failed_queue} 0 -1") if failed else None))
+    return findings
 
 
 # ---------------------------------------------------------------- AWS CloudWatch (Issues 2, 4)
@@ -399,7 +410,8 @@ def probe_response_time(ctx: Context) -> list[Finding]:
     return [_f(name, sev, f"ALB TargetResponseTime {latest:.3f} s (5-min average)",
                evidence={"load_balancer": dim, "series": [round(float(p["Average"]), 3) for p in points]},
                threshold=_limits(t, " s"), cause="slow queries, cache misses or high CPU" if sev else None,
-               remedy=remedy(ctx.env.name, "app.scale", ("--component", "backend"), ("--replicas", 5),
+               remedy=remedy(ctx.env.name, "app.scale", ("--component", "backend"), ("--replicas", 5), "--check",
+                             note="if CPU-bound; for slow queries see diagnose.slow's database findings",
                              manual="kubectl scale deployment/backend --replicas=5") if sev else None)]
 
 

@@ -255,3 +255,27 @@ def test_bastion_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert bench.main(["--hosts", "3", "--runs", "1", "--port", str(port), "--out", str(tmp_path / "r.json")]) == 0
     assert "one bastion login per run, 3 forwarded channels" in capsys.readouterr().out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_as_a_preflight_gate_only_the_named_groups_and_unreachable_fails(
+    inventory: InventoryDir, ssh_rig: SshRig, bastion: Bastion, rig_hosts: list[RigHost], tmp_path: Path,
+) -> None:
+    """Through the registry, as a playbook's preflight builds it: only the window's groups are checked,
+    and a host behind a dead bastion is `unreachable` (a failed step: gated phases do not start)."""
+    from indostar_ops import Context, Runner, load_environment
+    from indostar_ops.registry import step_class
+
+    data = reach_inventory(ssh_rig, bastion, rig_hosts[:1], tmp_path / "h")
+    data["groups"]["web"]["hosts"]["behind-dead-bastion"] = {
+        "address": rig_hosts[1].address, "port": ssh_rig.port,
+        "jump": f"root@{unreachable_address()}:{bastion.rig.port}"}
+    data["groups"]["untouched"] = {"hosts": {"other": {"address": unreachable_address(), "port": 1}}}
+    inventory.write("rig", data)
+    with Context(load_environment("rig"), check=True) as ctx:
+        result = Runner(ctx).run([step_class("ssh.check")(groups=["web"])], task="preflight")
+    by_target = {r.target: r for r in result.results}
+    assert set(by_target) == {rig_hosts[0].name, "behind-dead-bastion"}
+    assert by_target[rig_hosts[0].name].status == "ok"
+    dead = by_target["behind-dead-bastion"]
+    assert dead.status == "unreachable" and result.failed
+    assert f"jump host (root@{unreachable_address()}:{bastion.rig.port}): TCP connection refused" in dead.error

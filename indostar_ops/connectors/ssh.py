@@ -30,6 +30,7 @@ Commands run on a session channel of the transport directly (no Invoke runner: a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import select
@@ -199,6 +200,7 @@ class SSHConnector:
                     self._lease = _POOL.acquire(route.jumps, self.settings)
                 via = self._lease.transport(self.host.name)
             self._transport = _login(route.host, self.settings, self.host.name, via)
+            self._transport.set_keepalive(30)  # idle hours in a window: NAT and bastions drop silent links
             return self._transport
 
     def _reset_locked(self) -> None:
@@ -299,7 +301,8 @@ def _login(hop: Hop, settings: SSHSettings, target: str, via: Any = None) -> Any
             infos = socket.getaddrinfo(hop.address, hop.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise fail("dns", f"DNS cannot resolve {hop.address!r} ({exc.strerror})",
-                       "check the address in the inventory (or HostName in ssh_config)") from None
+                       "check ssh.jump (or ProxyJump/HostName in ssh.config_file)" if hop.role != "host"
+                       else "check the host's address in the inventory (or HostName in ssh.config_file)") from None
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
         sock.settimeout(left())
@@ -347,15 +350,16 @@ def _handshake(transport: Any, hop: Hop, settings: SSHSettings, fail: Any, left:
         options = transport.get_security_options()
         first = [t for t in known if t in options.key_types]
         options.key_types = first + [t for t in options.key_types if t not in first]
+    # paramiko's own thread gives up on the banner first (and ends cleanly); start_client waits a bit longer
     transport.banner_timeout = left()
     transport.handshake_timeout = left()
     transport.auth_timeout = left()
     try:
-        transport.start_client(timeout=left())
+        transport.start_client(timeout=left() + 0.5)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if not transport.remote_version:
-            text = str(exc)
-            if "timeout" in text.lower() or "timed out" in text.lower():
+            text = str(exc).lower()
+            if left() <= 0.25 or "timeout" in text or "timed out" in text:  # paramiko's message may not say
                 raise fail("banner", f"no SSH banner within {secs}",
                            "the port answers but no sshd speaks on it (overloaded, or not SSH)") from None
             raise fail("banner", "the connection closed before the SSH banner",
@@ -520,6 +524,11 @@ def _ssh_config(path: str) -> Any:
 # -- jump hosts: one transport per bastion (chain), shared by every host behind it ----------
 
 
+# A jump host that failed answers every host behind it with the same reason for this long (one
+# fan-out), instead of each host paying its own timeout; a later step of a long run tries again.
+_FAILED_HOP_MEMORY_S = 60.0
+
+
 @dataclass
 class _Entry:
     chain: tuple[Hop, ...]
@@ -529,6 +538,7 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     conn: Any = None
     error: SSHUnreachable | None = None
+    error_at: float = 0.0
     logins: int = 0  # how many times this hop was logged into (the benchmark and tests read it)
 
 
@@ -541,7 +551,7 @@ class _Lease:
         """The shared, open transport to the last hop of the chain; a failed hop fails fast for everyone."""
         entry = self.entry
         with entry.lock:
-            if entry.error is not None:
+            if entry.error is not None and time.monotonic() - entry.error_at < _FAILED_HOP_MEMORY_S:
                 raise SSHUnreachable(target, entry.error.hop, entry.error.stage, entry.error.detail,
                                      hint=entry.error.hint)
             if entry.conn is not None and entry.conn.is_active():
@@ -554,8 +564,9 @@ class _Lease:
             try:
                 entry.conn = _login(entry.chain[-1], entry.settings, target, via)
             except SSHUnreachable as exc:
-                entry.error = exc
+                entry.error, entry.error_at = exc, time.monotonic()
                 raise
+            entry.error = None
             entry.logins += 1
             entry.conn.set_keepalive(30)
             return entry.conn
@@ -604,6 +615,11 @@ class _JumpPool:
 
 
 _POOL = _JumpPool()
+
+# paramiko logs what it raises (a banner timeout, a closed socket) at ERROR from its own threads; with no
+# handler configured Python prints that to stderr as a traceback. The errors reach the user as ours.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 # -- sockets -----------------------------------------------------------------------------

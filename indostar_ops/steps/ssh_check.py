@@ -7,9 +7,12 @@ the server offers and which keys were tried). On a host it reached it also runs
 `sudo -n true` when `become` is on (a sudo that wants a password fails here, not halfway
 through a change) and compares the host's clock with this machine's.
 
-Read-only; severities: OK, WARNING (clock skew above `max_skew_s`), CRITICAL (a hop fails,
-or sudo refuses). A maintenance playbook's preflight runs it for only the groups the window
-touches, e.g. ``{step: ssh.check, args: {groups: [web]}}``.
+Read-only. As a monitoring task (`invoke ssh.check`, `strict=False`) every host gets a severity:
+OK, WARNING (clock skew above `max_skew_s`), CRITICAL (a hop fails, or sudo refuses). As a gate
+(`strict=True`, the default for playbooks and library use) a host that cannot be reached is
+status `unreachable` and one whose sudo refuses is `failed`, so a window's gated phases do not
+start. A maintenance playbook's preflight runs it for only the groups the window touches, e.g.
+``{step: ssh.check, with: {groups: [web]}}``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import StepError, UsageError
 from ..severity import Severity
 from ..step import Plan, Step
 
@@ -54,9 +57,11 @@ class SSHCheck(Step[ReachState]):
     name = "ssh.check"
     read_only = True
 
-    def __init__(self, groups: list[str] | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_S) -> None:
+    def __init__(self, groups: list[str] | None = None, max_skew_s: float = DEFAULT_MAX_SKEW_S,
+                 strict: bool = True) -> None:
         self.groups = groups
         self.max_skew_s = max_skew_s
+        self.strict = strict
 
     def preflight(self, ctx: Context) -> None:
         if not isinstance(self.max_skew_s, int | float) or self.max_skew_s <= 0:
@@ -78,6 +83,8 @@ class SSHCheck(Step[ReachState]):
             state.user = route.host.user
             connector.connect()
         except SSHUnreachable as exc:
+            if self.strict:
+                raise
             state.failed_hop, state.stage, state.reason, state.hint = exc.hop, exc.stage, exc.detail, exc.hint
             return state
         state.connect_s = round(time.monotonic() - started, 3)
@@ -100,6 +107,10 @@ class SSHCheck(Step[ReachState]):
             else:
                 last = sudo.output.splitlines()[-1] if sudo.output else ""
                 state.sudo = f"sudo -n true exited {sudo.exit_code}: {last}"
+            if self.strict and state.sudo != "ok":
+                raise StepError(f"{target.name}: {state.sudo}",
+                                hint=f"give {state.user} passwordless sudo on {target.name} (see the README's "
+                                "'Reaching hosts'), or set become: false for this host")
         return state
 
     def plan(self, state: ReachState) -> Plan:

@@ -199,11 +199,23 @@ class HostSession:
         argv = with_path_prefix(argv, self.target.settings.path_prefix)
         return ["sudo", "-n", "--", *argv] if self.target.become else argv
 
+    def _run(self, argv: Sequence[str], *, timeout: float | None = None, stdin: str | None = None,
+             raw: bool = False) -> CommandResult:
+        result = self.connector.run(argv if raw else self._argv(argv), timeout=timeout, stdin=stdin)
+        if (self.target.become or raw) and result.exit_code == 1 and "sudo: a password is required" in result.stderr:
+            raise StepError(
+                f"{self.target.name}: sudo wants a password for {self.target.user} (become runs commands "
+                "through sudo -n); nothing was run",
+                hint=f"give {self.target.user} passwordless sudo on {self.target.name} (a sudoers drop-in, see the "
+                "README's 'Reaching hosts'), or set become: false for this host",
+            )
+        return result
+
     def read(
         self, argv: Sequence[str], *, ok: Sequence[int] = (0,), timeout: float | None = None,
         stdin: str | None = None,
     ) -> CommandResult:
-        result = self.connector.run(self._argv(argv), timeout=timeout, stdin=stdin)
+        result = self._run(argv, timeout=timeout, stdin=stdin)
         if result.exit_code not in ok:
             raise CommandError(self.target.name, render(argv), result.exit_code, result.output)
         return result
@@ -214,7 +226,7 @@ class HostSession:
     ) -> CommandResult:
         self.ctx._guard(render(argv))
         with self.ctx.action("command", summary, host=self.target.name, command=render(argv)) as end:
-            result = self.connector.run(self._argv(argv), timeout=timeout, stdin=stdin)
+            result = self._run(argv, timeout=timeout, stdin=stdin)
             end["exit_code"] = result.exit_code
         if result.exit_code not in ok:
             raise CommandError(self.target.name, render(argv), result.exit_code, result.output)
@@ -228,6 +240,8 @@ class HostSession:
                     self._put_as_root(data, path, mode)
                 else:
                     self.connector.put(data, path, mode)
+            except ConnectionError:
+                raise  # unreachable or dropped: the runner reports it as such
             except OSError as exc:
                 raise StepError(f"{self.target.name}: cannot write {path}: {exc.strerror or exc}",
                                 hint="check that the directory exists and is writable for the SSH user") from None
@@ -240,8 +254,8 @@ class HostSession:
         temp = staged.stdout.strip()
         self.connector.put(data, temp, 0o600)
         script = 'install -m "$1" -- "$2" "$3"; rc=$?; rm -f -- "$2"; exit $rc'
-        result = self.connector.run(["sudo", "-n", "--", "sh", "-c", script, "sh",
-                                     format(0o644 if mode is None else mode, "o"), temp, path])
+        result = self._run(["sudo", "-n", "--", "sh", "-c", script, "sh",
+                            format(0o644 if mode is None else mode, "o"), temp, path], raw=True)
         if not result.ok:
             raise StepError(f"{self.target.name}: sudo install of {path} failed: {result.output}",
                             hint="the SSH user needs passwordless sudo (ssh.become) on this host")

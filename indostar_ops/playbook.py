@@ -8,6 +8,7 @@
         gate: true                # run only if every earlier phase succeeded (default)
         deadline: true            # no step starts past the run's deadline (false: verify still runs)
         select: true              # --only/--skip apply here (false: guards, backup, verify always run)
+        strict: false             # true: a check answering CRITICAL fails the phase (preflight)
         steps:
           - step: logs.install-rotation
             with: {groups: [web, workers]}
@@ -74,6 +75,7 @@ class PhaseSpec:
     gate: bool = True
     deadline: bool = True
     select: bool = True
+    strict: bool = False
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Playbook:
         overrides = self.environments.get(env_name)
         if not overrides:
             return self
-        phases = [PhaseSpec(p.name, list(overrides.get(p.name, p.steps)), p.gate, p.deadline, p.select)
+        phases = [PhaseSpec(p.name, list(overrides.get(p.name, p.steps)), p.gate, p.deadline, p.select, p.strict)
                   for p in self.phases]
         return Playbook(self.name, self.path, self.description, phases, self.on_failure, self.always, self.lock)
 
@@ -118,8 +120,8 @@ class Playbook:
         from .runner import Phase
 
         chosen = set(map(id, self.select(only, skip)))
-        return [Phase(p.name, [s.build() for s in p.steps if id(s) in chosen], gate=p.gate, deadline=p.deadline)
-                for p in self.phases]
+        return [Phase(p.name, [s.build() for s in p.steps if id(s) in chosen], gate=p.gate, deadline=p.deadline,
+                      strict=p.strict) for p in self.phases]
 
 
 def playbooks_dir() -> Path:
@@ -150,15 +152,16 @@ def load_playbook(name: str) -> Playbook:
         loc = ("phases", str(index))
         if not isinstance(phase, dict) or "name" not in phase:
             raise UsageError(f"{nearest_line(loc, lines)}: each phase needs a name and steps")
-        extra = set(phase) - {"name", "steps", "gate", "deadline", "select"}
+        extra = set(phase) - {"name", "steps", "gate", "deadline", "select", "strict"}
         if extra:
             raise UsageError(f"{nearest_line(loc, lines)}: unknown phase key {sorted(extra)[0]!r} "
-                             "(allowed: name, steps, gate, deadline, select)")
+                             "(allowed: name, steps, gate, deadline, select, strict)")
         name = str(phase["name"])
         book.phases.append(PhaseSpec(name, _specs(phase.get("steps") or [], name, (*loc, "steps"), lines),
                                      gate=_flag(phase, "gate", True, loc, lines),
                                      deadline=_flag(phase, "deadline", True, loc, lines),
-                                     select=_flag(phase, "select", True, loc, lines)))
+                                     select=_flag(phase, "select", True, loc, lines),
+                                     strict=_flag(phase, "strict", False, loc, lines)))
     book.on_failure = _specs(data.get("on_failure") or [], "on_failure", ("on_failure",), lines)
     book.always = _specs(data.get("always") or [], "always", ("always",), lines)
     environments = data.get("environments") or {}

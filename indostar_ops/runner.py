@@ -43,6 +43,7 @@ from .context import Context
 from .errors import ConfirmationRequired, IndostarError, TransientError, Unreachable
 from .journal import Journal, journal_dir, load_run, new_run_id
 from .results import RunResult, TargetResult
+from .severity import Severity
 from .step import Change, Outcome, Plan, Receipt, Step, thaw
 
 __all__ = ["Interrupted", "Phase", "Runner"]
@@ -60,6 +61,7 @@ class Phase:
     steps: Sequence[Step[Any]] = ()
     gate: bool = True  # run only if every earlier phase succeeded
     deadline: bool = True  # False: still runs once the run's deadline has passed (verify)
+    strict: bool = False  # a check answering CRITICAL fails the phase (preflight: ssh.check, guards)
 
 
 class Interrupted(BaseException):  # like KeyboardInterrupt, for SIGTERM too
@@ -244,7 +246,15 @@ class Runner:
             ctx.deadline = self._monotonic_deadline() if phase.deadline else None
             if phase.name != "main":
                 self.ctx.journal.event("phase.start", phase=phase.name)  # type: ignore[union-attr]
+            before = len(result.results)
             self._section(phase.steps, result, stop_on_failure=not self.keep_going, deadline=phase.deadline)
+            critical = [r for r in result.results[before:] if r.severity == Severity.CRITICAL]
+            if phase.strict and critical and not ctx.check and not result.failed:
+                named = "; ".join(f"{r.step} on {r.target}: {r.reason}" for r in critical)
+                result.results.append(self._emit(TargetResult(
+                    f"{phase.name}.gate", ctx.env.name, "failed", step_id=f"{phase.name}/gate",
+                    error=f"{phase.name} found a CRITICAL problem, so the run stops here: {named}",
+                    error_type="GateClosed")))
 
     def _section(self, steps: Sequence[Step[Any]], result: RunResult, *, stop_on_failure: bool,
                  deadline: bool = False) -> None:

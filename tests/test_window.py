@@ -193,8 +193,8 @@ def window(inventory: InventoryDir, tmp_path: Path, recorder: Recorder, moto_end
 
     monkeypatch.setenv("WINTEST_SP_KEY", "sp-key-never-printed-77")
     monkeypatch.setenv("WINTEST_CHAT", f"{recorder.url}/hooks/chat")
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"),  # noqa: S310
-                           timeout=10).close()
+    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
     boto3.client("rds", endpoint_url=moto_endpoint, region_name="ap-south-1").create_db_instance(
         DBInstanceIdentifier=INSTANCE, Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
         MasterUsername="admin", MasterUserPassword="not-a-real-password-1")
@@ -307,7 +307,12 @@ def test_sigkill_during_execute_then_resume_completes_without_repeating_the_snap
 
     listing = subprocess.run([sys.executable, "-m", "invoke", "runs.list", "--env", ENV, "--json"], cwd=REPO,
                              capture_output=True, text=True, check=False, timeout=60)
-    assert {"run_id": run_id, "status": "unfinished"}.items() <= json.loads(listing.stdout)["runs"][0].items()
+    latest = json.loads(listing.stdout)["runs"][0]
+    assert latest["run_id"] == run_id and latest["status"] == "unfinished"
+    assert f"invoke maintenance.window --env {ENV} --resume {run_id}" in latest["open"]
+    status = window.run("--json", task="maintenance.status")
+    notes = json.loads(status.stdout)["notes"]
+    assert any(f"--resume {run_id}" in n for n in notes) and any("held by" in n and run_id in n for n in notes)
 
     (window.host_dir / "go").touch()
     code, doc, _ = window.run_json("--yes", "--resume", run_id)

@@ -197,3 +197,20 @@ def test_announce_posts_the_notice_records_it_and_is_idempotent(
         assert code == 0 and doc["counts"]["changed"] == 0
         assert "already announced" in doc["steps"][0]["targets"][0]["reason"]
         assert len(rec.incidents) == 1
+
+
+def test_a_critical_check_in_a_strict_phase_stops_the_run(inventory: InventoryDir, tmp_path: Path) -> None:
+    """preflight is strict: a CRITICAL answer (ssh.check: a host unreachable) closes the gate (exit 1);
+    in --check the preview still goes on."""
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+    book = tmp_path / "book.yml"
+    book.write_text("phases:\n  - name: preflight\n    strict: true\n    steps: [test.critical]\n"
+                    "  - name: execute\n    steps: [{step: test.mark, with: {mark: a}}]\n")
+    with Context(env) as ctx:
+        result = Runner(ctx).run(load_playbook(str(book)).build(), task="t")
+    assert [(r.step, r.status) for r in result.results] == [
+        ("test.critical", "ok"), ("preflight.gate", "failed"), ("test.mark", "skipped")]
+    assert "web-9 does not answer" in (result.results[1].error or "") and result.exit_code() == 1
+    with Context(env, check=True) as ctx:
+        preview = Runner(ctx).run(load_playbook(str(book)).build(), task="t")
+    assert [r.status for r in preview.results] == ["ok", "changed"]

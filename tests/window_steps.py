@@ -24,6 +24,7 @@ TEST_STEPS = {
     "test.gate": "tests.window_steps:Gate",
     "test.fail": "tests.window_steps:Fail",
     "test.count": "tests.window_steps:Count",
+    "test.critical": "tests.window_steps:Critical",
 }
 
 
@@ -109,3 +110,22 @@ class Count(Step[int]):
     def apply(self, ctx: Context, target: Any, plan: Plan) -> Outcome:
         ctx.host(ctx.env.hosts()[0]).change(["sh", "-c", 'echo run >> "$1"', "sh", self.path], "count")
         return Outcome()
+
+
+class Critical(Step[None]):
+    """A read-only check that always answers CRITICAL (a host that cannot be reached, say)."""
+
+    name = "test.critical"
+    scope = "env"
+    read_only = True
+
+    def targets(self, ctx: Context) -> list[EnvTarget]:
+        return [EnvTarget(ctx.env.name)]
+
+    def check(self, ctx: Context, target: Any) -> None:
+        return None
+
+    def plan(self, state: None) -> Plan:
+        from indostar_ops.severity import Severity
+
+        return Plan.nothing("web-9 does not answer on port 22", severity=Severity.CRITICAL)

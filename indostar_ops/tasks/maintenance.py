@@ -82,7 +82,10 @@ def status(c, env=None, check=False, json=False, groups="web", strategy=""):
         _sandbox_nginx(environment)
         return [NginxMaintenanceStatus(_groups(groups))]
 
-    run_steps("maintenance.status", env=env, check=check, json=json, build=build)
+    from ..window import window_lines
+
+    run_steps("maintenance.status", env=env, check=check, json=json, build=build,
+              annotate=window_lines, report=_print_notes)
 
 
 def _print_notes(result, environment) -> None:

@@ -19,6 +19,13 @@ def list(c, env=None, json=False, limit=20):
         runs = list_runs(directory, limit=int(limit)) if directory.is_dir() else []
     except IndostarError as exc:
         fail(exc, json=json)
+    for run in runs:  # a window (or locked playbook) that never ended is left open: say how to resume it
+        if run["status"] == "unfinished" and not run["check"] and run["env"] and run["task"]:
+            task_name, _, book = str(run["task"]).partition(" ")
+            if task_name not in ("maintenance.window", "playbook.run"):
+                continue
+            again = f"invoke {task_name} {book + ' ' if book else ''}--env {run['env']} --resume {run['run_id']}"
+            run["open"] = f"left open (killed, or still running): resume with {again}"
     if json:
         print_json({"journal_dir": str(directory), "runs": runs})
         return
@@ -27,6 +34,8 @@ def list(c, env=None, json=False, limit=20):
         summary = " ".join(f"{k}={v}" for k, v in counts.items() if v)
         print(f"{run['run_id']}  {run['task'] or '?':28} {run['user'] or '?':10} "
               f"{'check ' if run['check'] else ''}{run['status']:10} {summary}")
+        if run.get("open"):
+            print(f"    {run['open']}")
     if not runs:
         print(f"no runs in {directory}")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.app_support import task_fixture  # noqa: F401 - the `task` fixture
 from tests.host_support import host_inventory
 from tests.rig.sshd import SshRig
 from tests.support import InventoryDir
@@ -133,7 +134,9 @@ def test_status_logs_and_restart_over_ssh(compose: dict[str, Any]) -> None:
     assert call[-2:] == ["restart", "backend"] and call[1] == "--project-directory"
 
 
-def test_scale_check_apply_noop_and_undo_when_never_healthy(compose: dict[str, Any]) -> None:
+def test_scale_check_apply_noop_and_undo_when_never_healthy(task: Any, compose: dict[str, Any]) -> None:
+    """In this process (`task`); the test above runs the real CLI."""
+    run = task
     code, doc = run("app.scale", "--env", "comp", "--replicas", "3", "--check")
     assert code == 0 and writes(compose["calls"]()) == []
 

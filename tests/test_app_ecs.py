@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.app_support import task_fixture  # noqa: F401 - the `task` fixture
 from tests.support import InventoryDir
 
 CLUSTER = "indostar-production"
@@ -49,22 +49,6 @@ def ecs(moto_endpoint: str, inventory: InventoryDir) -> Any:
                             "platform": {"kind": "ecs", "cluster": CLUSTER, "components": {"backend": "backend"},
                                          "poll_interval": 0.05, "rollout_timeout": 5}})
     return client
-
-
-@pytest.fixture
-def task(capsys: pytest.CaptureFixture[str]) -> Any:
-    from indostar_ops.__main__ import program
-
-    def run(*args: str) -> tuple[int, dict[str, Any]]:
-        capsys.readouterr()
-        try:
-            program.run(["indostar-ops", *args, "--json"])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, json.loads(capsys.readouterr().out)
-
-    return run
 
 
 def result(doc: dict[str, Any]) -> dict[str, Any]:

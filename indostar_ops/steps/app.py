@@ -462,10 +462,13 @@ class AppScale(_PlatformStep):
         except (WaitTimeout, KeyboardInterrupt) as exc:
             if not self.undo_on_failure:
                 raise
-            backend.scale(component, old, summary=f"undo: scale {target} back to {old} (interrupted)",
-                          expect=self.replicas)
-            reason = exc.message if isinstance(exc, WaitTimeout) else "interrupted"
-            raise StepError(f"{reason}\nundone: {target} scaled back to the recorded {old} replicas",
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            backend.scale(component, old, expect=self.replicas,
+                          summary=f"undo: scale {target} back to {old} ("
+                                  + ("interrupted" if interrupted else "not ready in time") + ")")
+            if interrupted:
+                raise  # Ctrl-C still stops the run; this scale is already undone
+            raise StepError(f"{exc}\nundone: {target} scaled back to the recorded {old} replicas",
                             hint="look at the stuck instances (invoke app.status); to keep the new count, "
                                  "re-run with a longer --timeout or --no-undo-on-failure") from None
         return Outcome(f"scaled from {old} to {self.replicas}: {rollout.detail}",

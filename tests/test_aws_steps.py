@@ -97,7 +97,7 @@ def aws_env(moto_endpoint: str, inventory: InventoryDir, tmp_path: Path, monkeyp
 
     monkeypatch.setenv("AWSTEST_DB_PASSWORD", "pw-that-must-never-leak-42")
     request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - local moto server
+    urllib.request.urlopen(request, timeout=10).close()
     sandbox_aws._done.clear()
     inventory.write(ENV, inventory_data(moto_endpoint, tmp_path / "hosts"))
     env = inventory.load(ENV)

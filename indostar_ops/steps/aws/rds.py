@@ -198,8 +198,10 @@ class RdsSnapshots(_RdsStep):
     def plan(self, state: list[dict[str, Any]]) -> Plan:
         state = sorted(state, key=lambda s: str(s["created"] or ""), reverse=True)
         n_ours = sum(1 for s in state if s["ours"])
-        return Plan.nothing(f"{len(state)} snapshot(s), {n_ours} ours", severity=Severity.OK,
-                            data={"snapshots": state})
+        newest = ", ".join(f"{s['id']} ({s['type']}{', ours' if s['ours'] else ''}, {s['status']}, "
+                           f"{str(s['created'] or '?')[:16]})" for s in state[:5])
+        return Plan.nothing(f"{len(state)} snapshot(s), {n_ours} ours" + (f"; newest: {newest}" if newest else ""),
+                            severity=Severity.OK, data={"snapshots": state})
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ PACKAGES=(
   openssh-server openssh-client nginx-light certbot pebble logrotate
   postgresql-contrib-15 postgresql-client-15 redis-server redis-tools procps rsync
   python3 python3-venv python3-pip sudo
+  xfsprogs cloud-guest-utils   # volume.resize host half (xfs_growfs, growpart) and its loop-device test
 )
 
 installed() {

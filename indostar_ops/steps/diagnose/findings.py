@@ -74,10 +74,16 @@ def rank(findings: list[Finding]) -> list[Finding]:
 
 @functools.lru_cache(maxsize=1)
 def _tasks() -> dict[str, set[str]]:
+    import copy
+
     from ...tasks import namespace
 
-    return {name: {n.replace("-", "_") for a in namespace[name].get_arguments() for n in a.names}
-            for name in namespace.task_names}
+    def flags(task: Any) -> set[str]:
+        mine = copy.copy(task)  # get_arguments() consumes the task's help dict: leave the CLI's intact
+        mine.help = dict(task.help)
+        return {n.replace("-", "_") for a in mine.get_arguments(ignore_unknown_help=True) for n in a.names}
+
+    return {name: flags(namespace[name]) for name in namespace.task_names}
 
 
 def known_task(name: str) -> set[str] | None:

@@ -138,6 +138,9 @@ def test_broken_nginx_config_refuses_renewal_before_certbot(site_env, acme_site:
     before, workers = sha256(on_disk(acme_site)), nginx.worker_pids()
     nginx.maintenance_snippet.write_text("this is not nginx syntax;\n")
     try:
+        code, doc = cli_json("certs.renew", "--env", env, "--force", "--check")  # the preview says so already
+        preview = targets(doc, "certs.renew")["host-1"]
+        assert code == 0 and "nginx -t FAILS now" in preview["changes"][-1]["summary"]
         code, doc = cli_json("certs.renew", "--env", env, "--force")
     finally:
         nginx.maintenance_snippet.write_text("")

@@ -180,6 +180,7 @@ class CertState:
     host: HostTarget
     threshold: Threshold
     certificates: list[CertStatus]
+    nginx_test: tuple[bool, str] | None = None  # certs.renew: `nginx -t` as it is now (for the preview)
 
 
 class CertificateCheck(Step[CertState]):
@@ -228,7 +229,8 @@ class RenewCertificates(Step[CertState]):
             if status.file is None:
                 raise StepError(f"{target.name}: cannot renew {status.name}: {status.file_error}",
                                 hint="issue it first (certbot certonly) or fix certificates[].path in the inventory")
-        return CertState(target, ctx.env.thresholds.cert_days_left, statuses)
+        return CertState(target, ctx.env.thresholds.cert_days_left, statuses,
+                         nginx_test(ctx.host(target), target.settings.nginx))
 
     def plan(self, state: CertState) -> Plan:
         window = state.host.settings.certbot.renew_before_days
@@ -259,8 +261,13 @@ class RenewCertificates(Step[CertState]):
         changes += [Change(f"nginx serves an older certificate than {s.path}: reload to serve it",
                            before=s.served.info.fingerprint if s.served.info else None,
                            after=s.file.fingerprint if s.file else None) for s in stale]
-        changes.append(Change("nginx -t before certbot (refuse to renew if it fails) and after it; reload nginx "
-                              "only if the test passes"))
+        test = "nginx -t before certbot (refuse to renew if it fails) and after it; reload nginx only if it passes"
+        if state.nginx_test is not None and not state.nginx_test[0]:
+            first = next((line for line in state.nginx_test[1].splitlines() if "emerg" in line or "error" in line),
+                         state.nginx_test[1].strip().splitlines()[-1] if state.nginx_test[1].strip() else "")
+            test = f"nginx -t FAILS now, so the renewal will be refused until the config is fixed: {first}"
+            data["nginx_test_passes"] = False
+        changes.append(Change(test))
         return Plan(changes, data=data)
 
     def apply(self, ctx: Context, target: HostTarget, plan: Plan) -> Outcome:

@@ -181,7 +181,7 @@ def test_rds_snapshot_deterministic_id_tagged_then_noop_and_check_mode_sends_no_
     assert _our_snapshots(aws_env) == [want]
 
 
-def test_rds_snapshot_waits_through_several_polls_and_times_out_naming_the_snapshot(aws_env, monkeypatch):
+def test_rds_snapshot_waits_through_several_polls_and_times_out_naming_the_snapshot(aws_env, calls, monkeypatch):
     from indostar_ops.connectors import aws as connector
     from indostar_ops.steps.aws import rds
 
@@ -214,6 +214,13 @@ def test_rds_snapshot_waits_through_several_polls_and_times_out_naming_the_snaps
     # check saw no snapshot (NotFound), then the poller saw it creating until it became available
     assert seen[:3] == ["creating", "creating", "available"] or seen.count("creating") == 3
     assert seen[-1] == "available"
+
+    # a resumed run (same label) finds its snapshot still creating: it waits for it and creates nothing
+    creating_polls["left"] = 3
+    calls.clear()
+    resumed = one(run(aws_env, [rds.RdsSnapshot("slow")]))
+    assert resumed.status == "changed" and resumed.changes[0].summary.startswith("wait for snapshot")
+    assert writes(calls) == [] and resumed.data["status"] == "available"
 
     creating_polls["left"] = 10**6  # never becomes available
     stuck = one(run(aws_env, [rds.RdsSnapshot("stuck", timeout=0.2)]))

@@ -141,7 +141,8 @@ def _judge(state: dict[str, Any], thresholds: Any) -> dict[str, Any]:
     if m.get("rds_cpu") and m["rds_cpu"].get("Average") is not None:
         parts.append(f"RDS CPU avg {m['rds_cpu']['Average']:.0f} %")
         severities.append(thresholds.cpu_pct.evaluate(m["rds_cpu"]["Average"]))
-    severity = max(severities, default=Severity.UNKNOWN)
+    has_data = any(v is not None for row in m.values() for k, v in row.items() if k not in ("metric", "unit"))
+    severity = Severity.worst(severities) if severities else (Severity.OK if has_data else Severity.UNKNOWN)
     return {"reason": "; ".join(parts) or "no data", "severity": severity, "data": state}
 
 

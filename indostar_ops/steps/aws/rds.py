@@ -117,6 +117,11 @@ class RdsSnapshot(_RdsStep):
                 "instance_status": inst.get("DBInstanceStatus"), "size_gib": inst.get("AllocatedStorage")}
         if state.existing is not None:
             status = state.existing.get("Status")
+            if self.wait and status != "available":  # a resumed run waits for the snapshot it already started
+                return Plan([Change(f"wait for snapshot {state.snapshot_id} ({status}) to become available",
+                                    before=status, after="available",
+                                    params={"id": state.snapshot_id, "wait_only": True})],
+                            data={**data, "status": status})
             return Plan.nothing(f"snapshot {state.snapshot_id} already exists ({status})",
                                 data={**data, "status": status})
         if inst.get("DBInstanceStatus") not in ("available", "backing-up", "storage-optimization", "modifying"):
@@ -130,10 +135,12 @@ class RdsSnapshot(_RdsStep):
     def apply(self, ctx: Context, target: EnvTarget, plan: Plan) -> Outcome:
         ident = plan.changes[0].params["id"]
         started = time.monotonic()
-        created = ctx.aws().call("rds", "create_db_snapshot", summary=plan.changes[0].summary,
-                                 DBSnapshotIdentifier=ident, DBInstanceIdentifier=target.name,
-                                 Tags=our_tags(ctx.env.name))["DBSnapshot"]
-        data: dict[str, Any] = {"snapshot": ident, "status": created.get("Status")}
+        data: dict[str, Any] = {"snapshot": ident, "status": plan.data.get("status")}
+        if not plan.changes[0].params.get("wait_only"):
+            created = ctx.aws().call("rds", "create_db_snapshot", summary=plan.changes[0].summary,
+                                     DBSnapshotIdentifier=ident, DBInstanceIdentifier=target.name,
+                                     Tags=our_tags(ctx.env.name))["DBSnapshot"]
+            data["status"] = created.get("Status")
         if self.wait:
             assert ctx.env.aws is not None
             snap = wait_snapshot(ctx, ident, self.timeout or ctx.env.aws.snapshot_wait_s)

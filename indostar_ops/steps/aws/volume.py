@@ -192,8 +192,11 @@ class VolumeModify(AwsStep[VolumeState]):
             assert ctx.env.aws is not None
             mod = wait_modification(ctx, vid, self.timeout or ctx.env.aws.volume_wait_s)
             data["modification"] = mod.get("ModificationState")
+        unlisted = self.volume is not None and resolve_volume(ctx, self.volume, None, None) is None
         return Outcome(reason=f"{plan.data['volume']} now {plan.data['want_gib']} GiB ({data.get('modification')})"
-                       + (f", snapshot {data['snapshot']}" if "snapshot" in data else ""), data=data)
+                       + (f", snapshot {data['snapshot']}" if "snapshot" in data else "")
+                       + ("; not in aws.volumes, so grow the filesystem on its host yourself (growpart, "
+                          "resize2fs/xfs_growfs) or list it there and re-run" if unlisted else ""), data=data)
 
     def verify(self, ctx: Context, target: EnvTarget, plan: Plan, outcome: Outcome) -> None:
         vol = self._describe(ctx, target)

@@ -219,3 +219,23 @@ def test_the_shipped_sandbox_inventory_runs_the_demo_stack(tmp_path: Path, monke
         stopped = run_cli("sandbox.stop")
     assert "stopped the sandbox demo app's backend-1" in stopped.stdout + stopped.stderr
     assert not any(alive(json.loads(p.read_text())["pid"]) for p in (root / "run").glob("*.pid"))
+
+
+def test_every_local_platform_write_is_refused_in_check_mode(stack: Stack, env: str) -> None:
+    from indostar_ops.errors import CheckModeViolation
+    from indostar_ops.platform.base import Revision
+
+    before = {**stack.pids("backend"), **stack.pids("celery-worker")}
+    state = (stack.root / "state.json").read_text()
+    releases = sorted(p.name for p in (stack.root / "releases").iterdir())
+    with Context(load_environment(env), check=True) as ctx:
+        backend = backend_for(ctx.scoped("check", "stack"))
+        for write in (lambda: backend.scale("celery-worker", 3, summary="scale"),
+                      lambda: backend.restart("backend", summary="restart"),
+                      lambda: backend.rollback("backend", Revision(1), summary="rollback"),
+                      lambda: backend.deploy(summary="deploy")):
+            with pytest.raises(CheckModeViolation):
+                write()
+    assert {**stack.pids("backend"), **stack.pids("celery-worker")} == before
+    assert (stack.root / "state.json").read_text() == state
+    assert sorted(p.name for p in (stack.root / "releases").iterdir()) == releases

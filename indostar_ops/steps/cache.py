@@ -201,6 +201,15 @@ class KeysState:
     protected: list[str] = field(default_factory=list)
     limit: int = 0
 
+    @property
+    def stopped(self) -> str:
+        """Why the listing may be incomplete ('' when SCAN went all the way round)."""
+        if self.complete:
+            return ""
+        if len(self.keys) + len(self.protected) >= self.limit:
+            return f"stopped at --limit {self.limit}; more may match"
+        return f"SCAN stopped after visiting about {self.visited} keys (redis.scan_cap); more may match"
+
 
 def scan(session: RedisSession, pattern: str, *, limit: int, cap: int) -> tuple[list[str], bool, int]:
     """SCAN MATCH pattern until the cursor returns to 0, `limit` keys matched or about `cap` keys visited."""
@@ -283,7 +292,7 @@ class CacheKeys(_KeysStep):
         keys = sorted(state.keys, key=lambda k: k["key"])
         listed = keys + [{"key": k, "type": "list", "ttl_s": None, "bytes": None, "note": "Celery queue"}
                          for k in state.protected]
-        more = "" if state.complete else f" (stopped at --limit {state.limit} or the scan cap; more may match)"
+        more = f" ({state.stopped})" if state.stopped else ""
         total = sum(k["bytes"] or 0 for k in keys)
         return Plan.nothing(
             f"{len(listed)} key(s) match {state.pattern!r} in db {state.db}{more}, {total} bytes",
@@ -312,8 +321,8 @@ class CacheDelete(_KeysStep):
         notes = []
         if state.protected:
             notes.append(f"left alone: Celery queue(s) {', '.join(state.protected)} (use celery.purge)")
-        if not state.complete:
-            notes.append(f"more keys may match beyond --limit {state.limit}: re-run after this one")
+        if state.stopped:
+            notes.append(f"{state.stopped}: re-run after this one")
         if not keys:
             return Plan.nothing(f"no key matches {state.pattern!r} in db {state.db}"
                                 + ("; " + "; ".join(notes) if notes else ""), data={"deleted": 0})

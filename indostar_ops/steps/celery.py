@@ -327,6 +327,8 @@ class CeleryRetryFailed(Step[FailedState]):
             reasons = Counter(r.problem for r in left)
             notes.append(f"{len(left)} record(s) left in {state.failed_queue}: "
                          + ", ".join(f"{why} x{n}" for why, n in reasons.items()))
+        if state.total > len(state.records) and self.limit is None:
+            notes.append(f"only the oldest {len(state.records)} of {state.total} records were read: re-run for more")
         remaining = state.total - len(chosen)
         by_task = _counts([r.raw for r in chosen])
         data = {"failed": state.total, "by_task": _counts([r.raw for r in state.records]), "selected": by_task}

@@ -152,3 +152,37 @@ def test_pool_advice_from_replicas_and_observed_peak(pg: PgDatabase, inventory: 
     bare = pg.inventory(inventory, name="bare")
     code, doc = cli_json("db.pool-advice", "--env", bare, "--samples", "1")
     assert code == 3 and "--instances" in target(doc)["reason"]
+
+
+def test_slow_queries_leaves_out_our_own_statements_and_works_as_the_application_role(
+        pgss: tuple[str, int], inventory: InventoryDir) -> None:
+    """Our catalog reads never rank; as a role without pg_read_all_stats the report works and says what it cannot see."""
+    host, port = pgss
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE crm")
+        conn.execute("CREATE ROLE crm_app LOGIN")
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="crm", autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+        conn.execute("SELECT pg_sleep(0.05)")  # another role's statement
+    with psycopg.connect(host=host, port=port, user="crm_app", dbname="crm", autocommit=True) as conn:
+        conn.execute("SELECT 1 AS app_query")
+    database = {"host": host, "port": port, "name": "crm"}
+    inventory.write("crm-admin", {"tier": "staging", "connection": "local",
+                                  "database": {**database, "user": "crm_app", "admin_user": "postgres"}})
+    inventory.write("crm-app", {"tier": "staging", "connection": "local", "database": {**database, "user": "crm_app"}})
+    for _ in range(2):  # the second run would list the first run's catalog reads, were they not left out
+        code, doc = cli_json("db.slow-queries", "--env", "crm-admin", "--limit", "100")
+        assert code == 0, doc
+    queries = [q["query"] for q in target(doc)["data"]["queries"]]
+    assert any("pg_sleep" in q for q in queries) and any("app_query" in q for q in queries), queries
+    ours = ("indostar-ops", "server_version_num", "pg_extension", "pg_available_extensions", "dbid = (SELECT oid")
+    assert not [q for q in queries if any(mark in q for mark in ours)], queries
+
+    code, doc = cli_json("db.slow-queries", "--env", "crm-app", "--limit", "100")
+    assert code == 0 and doc["severity"] == "OK", doc
+    data = target(doc)["data"]
+    rows = {q["hidden"]: q for q in data["queries"]}
+    assert "app_query" in rows[False]["query"] and rows[True]["query"] == "<insufficient privilege>"
+    assert data["hidden"] >= 1 and "pg_read_all_stats" in data["note"] and "pg_monitor" in data["note"]
+    assert "INCOMPLETE" in target(doc)["reason"] and "text hidden" in target(doc)["reason"]

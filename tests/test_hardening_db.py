@@ -24,7 +24,8 @@ from indostar_ops.errors import CheckModeViolation, StepError, UsageError, Verif
 from indostar_ops.step import Outcome
 from indostar_ops.steps.postgres.estimate import MIN_TRUSTED_PAGES, NOISE_PAGES, Bloat
 from indostar_ops.steps.postgres.reindex import Reindex
-from indostar_ops.steps.postgres.sessions import KillIdle
+from indostar_ops.steps.postgres.sessions import KillIdle, KillLong
+from indostar_ops.steps.postgres.stats import BloatReport
 from indostar_ops.steps.postgres.vacuum import Vacuum
 from tests.pg_support import PgDatabase, churn, flush_stats, fresh_database, relation, seed, wait_aged
 from tests.support import InventoryDir, cli_json, run_cli
@@ -42,6 +43,11 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def target(doc: dict[str, Any]) -> dict[str, Any]:
     (only,) = targets(doc)
     return only
+
+
+def run(env: Any, step: Any, *, check: bool = False) -> Any:
+    with Context(env, check=check) as ctx:
+        return Runner(ctx).run([step], task=step.name)
 
 
 def alive(conn: psycopg.Connection[Any]) -> bool:
@@ -177,10 +183,14 @@ def test_slow_queries_as_application_role_never_fails_on_a_missing_grant(pg: PgD
 # ---------------------------------------------------------------- --help
 
 
-@pytest.mark.parametrize("task", ["db.activity", "db.locks", "db.slow-queries", "db.bloat", "db.pool-advice"])
-def test_monitoring_db_tasks_state_their_exit_codes(task: str) -> None:
-    proc = run_cli("--help", task)
-    assert proc.returncode == 0 and "Exit 0/1" in proc.stdout and "OK/WARNING" in proc.stdout, proc.stdout
+def test_monitoring_db_tasks_state_their_exit_codes() -> None:
+    """`invoke --help db.X` prints the task's docstring: each monitoring task states its exit codes there."""
+    from indostar_ops.tasks import db
+
+    for task in (db.activity, db.locks, db.slow_queries, db.bloat, db.pool_advice):
+        assert "Exit 0/1" in (task.__doc__ or "") and "OK/WARNING" in (task.__doc__ or ""), task.name
+    proc = run_cli("--help", "db.activity")
+    assert proc.returncode == 0 and "Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN" in proc.stdout, proc.stdout
 
 
 # ---------------------------------------------------------------- bloat estimates: a floor and their noise
@@ -207,22 +217,28 @@ def test_fresh_indexes_are_never_rebuilt_even_with_no_minimum_size(pg: PgDatabas
         pg.admin().execute("CREATE EXTENSION pgstattuple")
     names = [f"t{rows}_{col}" for rows in (50, 400, 800, 3_000, 6_000, 12_000) for col in ("pkey", "val_idx")]
     before = {n: relation(pg, n)["relfilenode"] for n in names}
-    name = pg.inventory(inventory, database={"reindex_min_mb": 0})
+    env = inventory.load(pg.inventory(inventory, database={"reindex_min_mb": 0}))
     for _ in range(2):
-        code, doc = cli_json("db.reindex", "--env", name, "--all-bloated")
-        assert code == 0 and [t["status"] for t in targets(doc)] == ["ok"], doc
-        assert "no index to rebuild: 12 index(es) checked" in targets(doc)[0]["reason"]
-        assert "not trusted" in targets(doc)[0]["reason"]
+        (result,) = run(env, Reindex(all_bloated=True)).raise_on_failure().results
+        assert result.status == "ok" and "no index to rebuild: 12 index(es) checked" in (result.reason or "")
+        assert "not trusted" in (result.reason or "")
     assert {n: relation(pg, n)["relfilenode"] for n in names} == before
 
     # the estimates themselves, re-measured: trusted ones (>= the floor) of fresh indexes stay well under 30 %
-    code, doc = cli_json("db.bloat", "--env", name, "--limit", "50")
-    indexes = target(doc)["data"]["indexes"]
-    assert len(indexes) == 12 and not target(doc)["data"]["bloated_indexes"]
+    (report,) = run(env, BloatReport(limit=50)).results
+    indexes = report.data["indexes"]
+    assert len(indexes) == 12 and not report.data["bloated_indexes"]
     for index in indexes:
         assert index["trusted"] == (index["bytes"] >= MIN_TRUSTED_PAGES * 8192), index
         if index["trusted"]:
             assert index["bloat_pct"] < 10, index
+
+
+def test_bloat_names_a_table_that_does_not_exist(pg: PgDatabase, inventory: InventoryDir) -> None:
+    """db.bloat --table no_such says so, like vacuum/analyze do, instead of an empty, healthy-looking report."""
+    seed(pg.connect(), "orders", 10, indexes=())
+    code, doc = cli_json("db.bloat", "--env", pg.inventory(inventory), "--table", "no_such")
+    assert code != 0 and "no table named 'no_such'" in target(doc)["error"], doc
 
 
 def test_reindex_verify_tolerates_the_estimate_after_a_rebuild(pg: PgDatabase, inventory: InventoryDir) -> None:
@@ -290,11 +306,9 @@ def test_vacuum_full_is_chosen_by_heap_bloat_not_dead_rows(pg: PgDatabase, inven
     before, clean = relation(pg, "events"), relation(pg, "clean")
     name = pg.inventory(inventory)
 
-    code, doc = cli_json("db.vacuum", "--env", name, "--full", "--check")
-    assert code == 0, doc
-    (planned,) = targets(doc)
-    assert planned["target"] == "public.events" and planned["status"] == "changed"
-    assert "heap bloat" in planned["changes"][0]["summary"] and relation(pg, "events") == before
+    (planned,) = run(inventory.load(name), Vacuum(full=True), check=True).results
+    assert planned.target == "public.events" and planned.status == "changed"
+    assert "heap bloat" in planned.changes[0].summary and relation(pg, "events") == before
 
     code, doc = cli_json("db.vacuum", "--env", name, "--full")
     assert code == 0, doc
@@ -304,9 +318,8 @@ def test_vacuum_full_is_chosen_by_heap_bloat_not_dead_rows(pg: PgDatabase, inven
     assert after["relfilenode"] != before["relfilenode"] and after["bytes"] < before["bytes"] * 0.5
     assert relation(pg, "clean") == clean
 
-    code, doc = cli_json("db.vacuum", "--env", name, "--full")
-    assert code == 0 and [t["status"] for t in targets(doc)] == ["ok"], doc
-    assert "no table needs VACUUM FULL" in targets(doc)[0]["reason"]
+    (again,) = run(inventory.load(name), Vacuum(full=True)).raise_on_failure().results
+    assert again.status == "ok" and "no table needs VACUUM FULL" in (again.reason or "")
 
     proc = run_cli("--help", "db.vacuum")
     assert "heap bloat" in proc.stdout and "vacuum_full_bloat_pct" in proc.stdout
@@ -376,11 +389,10 @@ def test_kill_idle_never_ends_a_privileged_application_roles_sessions(pg: PgData
     inventory.write("priv", {"tier": "staging", "connection": "local",
                              "database": {"host": pg.host, "port": pg.port, "name": pg.name, "user": role,
                                           "admin_user": pg.admin_user}})
-    for task in ("db.kill-idle", "db.kill-long"):
-        code, doc = cli_json(task, "--env", "priv", "--minutes", "0.01")
-        assert code == 0 and [t["status"] for t in targets(doc)] == ["ok"], doc
-        kind = "a superuser" if attribute == "SUPERUSER" else "a replication role"
-        assert f"role {role} (database.user) is {kind}" in targets(doc)[0]["reason"]
+    kind = "a superuser" if attribute == "SUPERUSER" else "a replication role"
+    for step in (KillIdle(minutes=0.01), KillLong(minutes=0.01)):
+        (result,) = run(inventory.load("priv"), step).raise_on_failure().results
+        assert result.status == "ok" and f"role {role} (database.user) is {kind}" in (result.reason or "")
     assert all(alive(c) for c in idle)
 
 

@@ -76,6 +76,10 @@ def test_grow_fs_over_ssh_grows_xfs_to_the_bigger_device_then_is_a_noop(
     assert same.status == "ok" and "already fills its device" in same.reason
 
     before = _df(mount)
+    not_yet = _run(env, [GrowFilesystem(host.name, str(mount), min_bytes=400 * 2**20, wait_s=0.3)]).results[0]
+    assert not_yet.status == "failed" and f"{device} at 0.39 GiB: not done" in not_yet.error
+    assert "rescan the device" in not_yet.error
+
     with image.open("r+b") as f:  # what ModifyVolume does to the block device
         f.truncate(400 * 2**20)
     _sh("losetup", "-c", device)
@@ -84,7 +88,7 @@ def test_grow_fs_over_ssh_grows_xfs_to_the_bigger_device_then_is_a_noop(
     assert preview.status == "changed" and preview.changes[0].summary.startswith(f"xfs_growfs {mount}")
     assert _df(mount) == before
 
-    grown = _run(env, [GrowFilesystem(host.name, str(mount))]).results[0]
+    grown = _run(env, [GrowFilesystem(host.name, str(mount), min_bytes=400 * 2**20)]).results[0]
     assert grown.status == "changed", grown.error
     assert [a["command"] for a in grown.actions] == [f"xfs_growfs {mount}"]
     assert _df(mount) > before + 80 * 2**20

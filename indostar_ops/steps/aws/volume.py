@@ -287,9 +287,11 @@ class GrowFilesystem(Step[FsState]):
     name = "volume.grow-fs"
     irreversible = _IRREVERSIBLE
 
-    def __init__(self, host: str, mount: str) -> None:
+    def __init__(self, host: str, mount: str, min_bytes: int | None = None, wait_s: float = 120) -> None:
         self.host = host
         self.mount = mount
+        self.min_bytes = min_bytes  # the new volume size: wait (not in check mode) until the host's kernel sees it
+        self.wait_s = wait_s
 
     def preflight(self, ctx: Context) -> None:
         if not _MOUNT.match(self.mount) or "/../" in self.mount + "/":
@@ -305,7 +307,16 @@ class GrowFilesystem(Step[FsState]):
     def check(self, ctx: Context, target: HostTarget) -> FsState:
         if ctx.env.tier == "sandbox" and target.connection == "local":
             return FsState(target.name, self.mount, None, None, 0, 0, 0, None, False, simulated=True)
-        return fs_state(ctx, target, self.mount)
+        state = fs_state(ctx, target, self.mount)
+        if ctx.check or not self.min_bytes or state.device_bytes >= self.min_bytes:
+            return state
+        want = self.min_bytes
+        return wait_until(  # NVMe/Xen notice a ModifyVolume within seconds; the same poller as every wait
+            ctx, f"{target.name}: {state.device} at {_gib(want)}", lambda: fs_state(ctx, target, self.mount),
+            lambda st: st.device_bytes >= want, timeout=self.wait_s, every=POLL_EVERY or 2,
+            describe=lambda st: f"{st.device} is {_gib(st.device_bytes)}",
+            hint=f"the kernel does not see the new size yet: rescan the device (echo 1 > /sys/class/block/"
+                 f"<disk>/device/rescan) or check the volume is attached to {target.name}, then re-run")
 
     def plan(self, state: FsState) -> Plan:
         if state.simulated:

@@ -12,7 +12,8 @@ from ._help import common
 def metrics(c, env=None, check=False, json=False, minutes=180, period=300):
     """ALB TargetResponseTime p50/p95/p99, 5XX counts, IndoStar/Application Errors, RDS CPU.
 
-    Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN against the inventory's thresholds (p95 response
+    Each statistic is the worst period in the range (Sum: the total over the range); a table on the
+    console, every number in --json. Exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN against the inventory's thresholds (p95 response
     time, 5XX rate, CPU); UNKNOWN when there is no data.
     """
     from ..cli import run_steps

@@ -143,7 +143,19 @@ def _judge(state: dict[str, Any], thresholds: Any) -> dict[str, Any]:
         severities.append(thresholds.cpu_pct.evaluate(m["rds_cpu"]["Average"]))
     has_data = any(v is not None for row in m.values() for k, v in row.items() if k not in ("metric", "unit"))
     severity = Severity.worst(severities) if severities else (Severity.OK if has_data else Severity.UNKNOWN)
-    return {"reason": "; ".join(parts) or "no data", "severity": severity, "data": state}
+    return {"reason": ("; ".join(parts) or "no data") + "\n" + _table(m), "severity": severity, "data": state}
+
+
+def _table(metrics: dict[str, Any]) -> str:
+    """The numbers as a small fixed-width table (the console shows it under the summary line)."""
+    cols = ["p50", "p95", "p99", "Average", "Maximum", "Sum"]
+    rows = [["metric", *cols]]
+    for row in metrics.values():
+        rows.append([f"{row['metric']} ({row['unit']})",
+                     *("-" if row.get(c) is None else f"{row[c]:g}" for c in cols)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+    return "\n".join("    " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
 
 
 # ---------------------------------------------------------------- alarms in ALARM

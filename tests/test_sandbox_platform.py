@@ -77,7 +77,7 @@ def captured(order_id: int) -> dict[str, Any]:
 
 def test_backend_reads_orders_through_the_cache_and_verifies_webhook_signatures(stack: Stack, env: str) -> None:
     status, health = get(stack, "/health")
-    assert status == 200 and health["checks"] == {"redis": "ok", "database": "ok"}
+    assert status == 200 and health["checks"] == {"redis": "ok", "database": "ok"} and health["release"] == "2"
     status, first = get(stack, "/api/v1/orders/42")
     status2, second = get(stack, "/api/v1/orders/42")
     assert (status, first["cache"], status2, second["cache"]) == (200, "miss", 200, "hit")
@@ -142,22 +142,24 @@ def test_scale_starts_and_stops_backend_processes_on_their_ports(stack: Stack, e
 def test_rollback_returns_to_the_previous_recorded_release(stack: Stack, env: str) -> None:
     with Context(load_environment(env)) as ctx:
         backend = backend_for(ctx.scoped("deploy", "stack"))
-        number = backend.deploy(summary="deploy release 2 (test)", change_cause="cache TTL 30 s",
-                                config={"cache_ttl_s": 30})
-    assert number == 2 and get(stack, "/health")[1]["release"] == "2"
-    assert json.loads((stack.root / "releases" / "2" / "config.json").read_text())["cache_ttl_s"] == 30
+        number = backend.deploy(summary="deploy release 3 (test)", change_cause="cache TTL 45 s",
+                                config={"cache_ttl_s": 45})
+    assert number == 3 and get(stack, "/health")[1]["release"] == "3"
+    assert json.loads((stack.root / "releases" / "3" / "config.json").read_text())["cache_ttl_s"] == 45
+    (stack.root / "releases" / "2").rename(stack.root / "releases" / ".2.gone")  # history need not be contiguous
 
     code, doc = cli_json("app.rollback", "--env", env, "--component", "backend", "--check")
     assert code == 0, doc
     change = targets(doc)[0]["changes"][0]
-    assert change["summary"] == "roll back process group/backend from revision 2 to 1"
-    assert "-backend: release 2" in change["diff"] and "+backend: release 1" in change["diff"]
-    assert get(stack, "/health")[1]["release"] == "2"
+    assert change["summary"] == "roll back process group/backend from revision 3 to 1"
+    assert "-backend: release 3" in change["diff"] and "+backend: release 1" in change["diff"]
+    assert get(stack, "/health")[1]["release"] == "3"
 
     code, doc = cli_json("app.rollback", "--env", env, "--component", "backend")
     assert code == 0, doc
     assert get(stack, "/health")[1]["release"] == "1"
-    assert targets(doc)[0]["undo"]["args"] == {"component": "backend", "to_revision": 2}
+    assert targets(doc)[0]["undo"]["args"] == {"component": "backend", "to_revision": 3}
+    assert get(stack, "/api/v1/orders/43")[1]["cache"] == "miss" and 0 < stack.redis.ttl("orders:43") <= 30
     code, doc = cli_json("app.rollback", "--env", env, "--component", "backend")
     assert code == 1 and "no revision older than the current 1" in targets(doc)[0]["error"]
 

@@ -214,6 +214,8 @@ class LocalPlatform(PlatformBackend):
         current = int(self._state()["components"][component]["current"])
         out = []
         for meta in sorted((self.root / "releases").glob("*/release.json")):
+            if not meta.parent.name.isdigit():
+                continue  # a release being published (.N.tmp) or set aside
             info = json.loads(meta.read_text())
             number = int(info["number"])
             out.append(Revision(number=number, images={component: f"release {number}"}, name=str(meta.parent),
@@ -457,7 +459,7 @@ def _bare(ctx: Context | None, settings: LocalSettings) -> LocalPlatform:
 
 
 def provision(env: Environment, settings: LocalSettings, ctx: Context | None = None) -> None:
-    """First use: check the sandbox extra, publish release 1, start the desired processes, record the state."""
+    """First use: check the sandbox extra, publish releases 1 and 2, start the processes on 2, record the state."""
     import importlib.util
 
     missing = [m for m in ("fastapi", "uvicorn", "celery") if importlib.util.find_spec(m) is None]
@@ -486,9 +488,12 @@ def provision(env: Environment, settings: LocalSettings, ctx: Context | None = N
 
 
 def _provision(env: Environment, settings: LocalSettings, ctx: Context | None, root: Path) -> None:
-    number = publish_release(env, settings, change_cause="initial release (sandbox provisioning)")
+    # two recorded releases, as a running site has: app.rollback has somewhere to go from the first day
+    previous = publish_release(env, settings, change_cause="previous release (sandbox provisioning): cache TTL 30 s",
+                               config={"cache_ttl_s": 30})
+    number = publish_release(env, settings, change_cause="current release (sandbox provisioning)")
     state = {"components": {c: {"replicas": int(settings.replicas.get(c, 1)), "current": number,
-                                "history": [number]} for c in settings.components}}
+                                "history": [previous, number]} for c in settings.components}}
     backend = _bare(ctx, settings)
     for component, entry in state["components"].items():
         name = settings.components[component]

@@ -6,6 +6,8 @@ through the library (Runner), and asserts what the API server holds afterwards.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,19 @@ def test_logs_tail_since_and_grep(task: Any, kube: FakeKubernetes) -> None:
             "&tailLines=3") in kube.requests or any("tailLines=3" in path for _, path in kube.requests)
 
 
+def test_logs_of_crashlooping_pods_come_from_the_previous_container(task: Any, kube: FakeKubernetes) -> None:
+    kube.add_logs("backend", [(30, "MemoryError: cannot allocate")])
+    kube.stuck.add("backend")
+    spec(kube)["template"]["spec"]["containers"][0]["image"] = "registry.test/backend:8"
+    kube.deployments["backend"]["metadata"]["generation"] += 1
+    kube.tick()  # new pods created, waiting
+    code, doc = task("app.logs", "--env", "kube")
+    lines = [line["text"] for line in result(doc, "app.logs")["data"]["lines"]]
+    # 3 old pods still running, and 3 new ones in CrashLoopBackOff whose crashed container's log is shown
+    assert code == 0 and lines.count("<previous container>") == 3
+    assert lines.count("MemoryError: cannot allocate") == 6
+
+
 def test_bad_grep_and_unknown_component_are_usage_errors(task: Any, kube: FakeKubernetes) -> None:
     code, doc = task("app.logs", "--env", "kube", "--grep", "(")
     assert code == 2 and "regular expression" in doc["error"]
@@ -134,11 +149,39 @@ def test_missing_kubeconfig_and_wrong_context(task: Any, inventory: InventoryDir
     assert code == 1 and r["status"] == "unreachable" and "no context 'indostar-prod'" in r["error"]
 
 
+def test_api_server_down_costs_one_attempt(task: Any, inventory: InventoryDir, tmp_path: Path) -> None:
+    """A server that drops every connection: one attempt, reported as unreachable, no client traceback."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[int] = []
+
+    def drop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=drop, daemon=True).start()
+    fake = FakeKubernetes(NS)
+    fake._server = type("S", (), {"server_address": listener.getsockname()})()  # kubeconfig -> the listener
+    k8s_inventory(inventory, fake, tmp_path)
+    code, doc = task("app.scale", "--env", "kube", "--replicas", "2")
+    listener.close()
+    r = result(doc, "app.scale")
+    assert code == 1 and r["status"] == "unreachable" and "kubernetes API" in r["error"], r
+    assert "Traceback" not in r["error"] and len(accepted) == 1
+
+
 def test_rbac_forbidden_names_verb_and_resource(task: Any, kube: FakeKubernetes) -> None:
     kube.forbid("patch", "deployments/scale")
     code, doc = task("app.scale", "--env", "kube", "--replicas", "5")
     r = result(doc, "app.scale")
-    assert code == 1 and "forbidden: cannot patch deployment/scale 'backend'" in r["error"], r
+    assert code == 1 and "forbidden: cannot patch deployments.apps/scale 'backend'" in r["error"], r
+    assert "kubectl auth can-i patch deployments.apps --subresource=scale -n indostar-naturals" in r["error"]
     assert spec(kube)["replicas"] == 3
     # check mode finds the same refusal with a server-side dry run, and writes nothing
     code, doc = task("app.scale", "--env", "kube", "--replicas", "5", "--check")

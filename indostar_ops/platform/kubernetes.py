@@ -16,6 +16,7 @@ keeps the Deployment's own annotations.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,6 +63,7 @@ class KubernetesConnector:
         self._client = _api_client(settings)
         self.context_name = settings.context or _current_context(settings) or "(current context)"
         self.where = f"context {self.context_name}, namespace {self.namespace}"
+        self.server = self._client.configuration.host
         from kubernetes import client
 
         self.core = _Api(self, client.CoreV1Api(self._client), "core")
@@ -132,8 +134,13 @@ def _api_client(settings: KubernetesPlatform) -> Any:
         raise Unreachable(f"kubernetes ({settings.context or 'current context'})", f"no kubeconfig at {path}",
                           hint="set platform.kubeconfig in the inventory or $KUBECONFIG, or create it "
                                "(e.g. `aws eks update-kubeconfig`)")
+    from kubernetes.client import Configuration
+
+    configuration = Configuration()
+    configuration.retries = 0  # a dead API server costs one connect timeout, never three (rule 4)
     try:
-        return config.new_client_from_config(config_file=path, context=settings.context, persist_config=False)
+        return config.new_client_from_config(config_file=path, context=settings.context, persist_config=False,
+                                             client_configuration=configuration)
     except (ConfigException, OSError, TypeError) as exc:
         reason = str(exc).strip() or type(exc).__name__
         if isinstance(exc, OSError) or "No such file" in reason:
@@ -162,6 +169,8 @@ def _current_context(settings: KubernetesPlatform) -> str | None:
         return None
 
 
+_RESOURCES = {"deployment": "deployments.apps", "deployment_scale": "deployments.apps/scale", "pod": "pods",
+              "pod_log": "pods/log", "replica_set": "replicasets.apps"}
 _VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "replace": "update",
           "delete": "delete"}
 
@@ -176,7 +185,9 @@ def _translate(exc: Exception, method: str, args: tuple[Any, ...], kwargs: dict[
 
     where = connector.where
     if isinstance(exc, HTTPError | OSError):
-        return Unreachable(f"kubernetes API ({where})", f"{type(exc).__name__}: {exc}"[:300],
+        cause = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the connection error
+        text = str(cause).split(">: ", 1)[-1]  # drop urllib3's "<...HTTPConnection object at 0x...>: "
+        return Unreachable(f"kubernetes API ({where})", f"{connector.server}: {text}"[:300],
                            hint="is the cluster reachable (VPN, kubeconfig server URL)? try `kubectl get ns`")
     if not isinstance(exc, ApiException):
         return exc
@@ -187,20 +198,24 @@ def _translate(exc: Exception, method: str, args: tuple[Any, ...], kwargs: dict[
     except (ValueError, AttributeError):
         message = str(exc.body or "")[:300]
     verb = _VERBS.get(method.split("_")[0], method.split("_")[0])
-    resource = method.split("_namespaced_")[-1].replace("_", "/") if "_namespaced_" in method else method
-    name = kwargs.get("name") or (args[0] if args else "")
+    kind = method.split("_namespaced_")[-1] if "_namespaced_" in method else method
+    resource = _RESOURCES.get(kind, kind)
+    if kind == "custom_object" and len(args) >= 4:
+        resource = f"{args[3]}.{args[0]}"
+    name = kwargs.get("name") or (args[0] if args and kind != "custom_object" else "")
     what = f"{resource} {name!r}" if name else resource
+    plural, _, sub = resource.partition("/")
     if status == 401:
         return Unreachable(f"kubernetes API ({where})", "401 Unauthorized: the credentials were refused",
                            hint="refresh the kubeconfig credentials (e.g. `aws eks update-kubeconfig`)")
     if status == 403:
         return Forbidden(f"forbidden: cannot {verb} {what} ({where}): {message}",
                          hint=f"the kubeconfig user needs RBAC '{verb}' on '{resource}' in namespace "
-                              f"{connector.namespace}; check with `kubectl auth can-i {verb} {resource} "
-                              f"-n {connector.namespace}`")
+                              f"{connector.namespace}; check with `kubectl auth can-i {verb} {plural}"
+                              + (f" --subresource={sub}" if sub else "") + f" -n {connector.namespace}`")
     if status == 404:
         return NotFound(f"{what} not found ({where})",
-                        hint=f"`kubectl get {resource.split('/')[0]}s -n {connector.namespace}`; "
+                        hint=f"`kubectl get {plural} -n {connector.namespace}`; "
                              "check platform.components in the inventory")
     if status in (409, 422) and ("test failed" in message or status == 409):
         return Conflict(f"{what} changed since it was read ({where}): {message}",
@@ -281,7 +296,9 @@ class KubernetesBackend(PlatformBackend):
         try:
             result = self.k8s.custom.list_namespaced_custom_object(
                 "metrics.k8s.io", "v1beta1", self.settings.namespace, "pods", label_selector=selector)
-        except (NotFound, Forbidden):
+        except Unreachable:
+            raise
+        except StepError:  # no metrics-server (404), not allowed (403), or the metrics API is down (503)
             return None
         out: dict[str, tuple[float, int]] = {}
         for item in result.get("items", []):
@@ -301,9 +318,23 @@ class KubernetesBackend(PlatformBackend):
             kwargs: dict[str, Any] = {"tail_lines": tail, "container": container}
             if since_s:
                 kwargs["since_seconds"] = max(int(since_s), 1)
-            text = self.k8s.core.read_namespaced_pod_log(pod.metadata.name, ns, **kwargs)
+            restarted = any((st.restart_count or 0) for st in pod.status.container_statuses or [])
+            try:
+                text = self._log(pod.metadata.name, kwargs, previous=False)
+            except StepError as exc:  # 400 "container ... is waiting to start": say so, keep the other pods
+                text = f"<no log: {exc.message.split(' (context ')[0]}>"
+                if restarted:  # CrashLoopBackOff: what the crashed container said is what matters
+                    with contextlib.suppress(StepError):
+                        text = "<previous container>\n" + self._log(pod.metadata.name, kwargs, previous=True)
             lines += [LogLine(pod.metadata.name, line) for line in str(text or "").splitlines()]
         return self.filter_lines(lines, grep)
+
+    def _log(self, pod: str, kwargs: dict[str, Any], *, previous: bool) -> str:
+        try:
+            return str(self.k8s.core.read_namespaced_pod_log(pod, self.settings.namespace, previous=previous,
+                                                             **kwargs) or "")
+        except (Forbidden, Unreachable):
+            raise
 
     @staticmethod
     def _container(dep: Any) -> str:

@@ -309,6 +309,13 @@ class FakeKubernetes:
     def _log(self, pod: str, query: dict[str, str]) -> tuple[int, Any]:
         if pod not in self.pods:
             raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+        status = self.pods[pod]["status"]["containerStatuses"][0]
+        if "waiting" in status["state"] and query.get("previous") != "true":
+            raise ApiError(400, "BadRequest", f'container "{status["name"]}" in pod "{pod}" is waiting to start: '
+                                              f'{status["state"]["waiting"]["reason"]}')
+        if query.get("previous") == "true" and not status["restartCount"]:
+            raise ApiError(400, "BadRequest", f'previous terminated container "{status["name"]}" in pod "{pod}" '
+                                              "not found")
         deployment = self.pods[pod]["metadata"]["labels"]["app"]
         lines = [(age, text) for age, text in self.logs.get(deployment, [])
                  if "sinceSeconds" not in query or age <= float(query["sinceSeconds"])]

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +83,36 @@ def test_no_health_url_is_unknown(task: Any, inventory: InventoryDir) -> None:
     inventory.write("bare", {"tier": "staging", "connection": "local"})
     code, doc = task("app.health", "--env", "bare")
     assert code == 3 and "urls.health" in doc["error"]
+
+
+@pytest.fixture(scope="module")
+def tls_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    import ssl
+
+    from tests.rig.acme import make_listener_ca
+
+    ca, cert, key = make_listener_ca(tmp_path_factory.mktemp("tls"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"https://localhost:{server.server_address[1]}", ca
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_adds_the_tls_phase_and_an_untrusted_chain_is_critical(task: Any, env: str,
+                                                                     tls_site: tuple[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    url, ca = tls_site
+    code, doc = task("app.health", "--env", env, "--url", f"{url}/health")
+    r = only(doc)
+    assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in r["reason"], r
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    code, doc = task("app.health", "--env", env, "--url", f"{url}/health")
+    r = only(doc)
+    assert code == 0, r
+    timings = r["data"]["timings_s"]
+    assert list(timings) == ["dns", "connect", "tls", "first_byte", "total"]
+    assert timings["connect"] <= timings["tls"] <= timings["first_byte"]

@@ -99,6 +99,13 @@ def test_status_no_ready_pod_is_critical(task: Any, kube: FakeKubernetes) -> Non
     assert code == 2, doc
 
 
+def test_status_below_the_inventory_replicas_is_a_warning(task: Any, inventory: InventoryDir,
+                                                          cluster: FakeKubernetes, tmp_path: Path) -> None:
+    k8s_inventory(inventory, cluster, tmp_path, replicas={"backend": 4})
+    code, doc = task("app.status", "--env", "kube", "--component", "backend")
+    assert code == 1 and "desired 3 is below the inventory's 4" in result(doc, "app.status")["reason"]
+
+
 def test_logs_tail_since_and_grep(task: Any, kube: FakeKubernetes) -> None:
     kube.add_logs("backend", [(3600, "old webhook line"), (120, "INFO GET /health"),
                               (60, "ERROR webhook signature mismatch"), (5, "INFO POST /orders")])
@@ -323,6 +330,12 @@ def test_rollback_picks_highest_lower_revision_keeps_annotations(task: Any, kube
     # again: now 1 and 7 are older than the current 8: the highest is 7, not 8-1 computed blindly
     code, doc = task("app.rollback", "--env", "kube", "--check")
     assert result(doc, "app.rollback")["changes"][0]["summary"].endswith("from revision 8 to 7")
+
+
+def test_rollback_of_paused_deployment_is_refused(task: Any, kube: FakeKubernetes) -> None:
+    spec(kube)["paused"] = True
+    code, doc = task("app.rollback", "--env", "kube")
+    assert code == 1 and "paused" in result(doc, "app.rollback")["error"] and kube.writes() == []
 
 
 def test_rollback_to_revision_and_unknown_revision(task: Any, kube: FakeKubernetes) -> None:

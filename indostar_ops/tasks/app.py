@@ -62,13 +62,13 @@ def logs(c, env=None, check=False, json=False, component="backend", tail=100, si
 
 @task(help=common(changes=False, url="URL to probe (default: the inventory's urls.health)",
                   timeout="seconds before giving up (default 10)"))
-def health(c, env=None, check=False, json=False, url="", timeout=10):
+def health(c, env=None, check=False, json=False, url="", timeout=""):
     """GET the health endpoint: DNS, connect, TLS, first byte and total time against the thresholds."""
     from ..cli import run_steps
     from ..steps.app import AppHealth
 
     run_steps("app.health", env=env, check=check, json=json, monitoring=True,
-              build=lambda _e: [AppHealth(url or None, timeout=float(timeout))])
+              build=lambda _e: [AppHealth(url or None, timeout=_timeout(timeout) or 10.0)])
 
 
 @task(help=common(component=_COMPONENT, timeout=_TIMEOUT))

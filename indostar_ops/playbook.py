@@ -9,6 +9,7 @@
         deadline: true            # no step starts past the run's deadline (false: verify still runs)
         select: true              # --only/--skip apply here (false: guards, backup, verify always run)
         strict: false             # true: a check answering CRITICAL fails the phase (preflight)
+        budget: 45m               # no step of this phase starts later than 45 min after the phase began
         steps:
           - step: logs.install-rotation
             with: {groups: [web, workers]}
@@ -76,6 +77,7 @@ class PhaseSpec:
     deadline: bool = True
     select: bool = True
     strict: bool = False
+    budget: float | None = None  # seconds
 
 
 @dataclass
@@ -98,8 +100,8 @@ class Playbook:
         overrides = self.environments.get(env_name)
         if not overrides:
             return self
-        phases = [PhaseSpec(p.name, list(overrides.get(p.name, p.steps)), p.gate, p.deadline, p.select, p.strict)
-                  for p in self.phases]
+        phases = [PhaseSpec(p.name, list(overrides.get(p.name, p.steps)), p.gate, p.deadline, p.select, p.strict,
+                            p.budget) for p in self.phases]
         return Playbook(self.name, self.path, self.description, phases, self.on_failure, self.always, self.lock)
 
     def select(self, only: list[str] | None = None, skip: list[str] | None = None) -> list[StepSpec]:
@@ -121,7 +123,7 @@ class Playbook:
 
         chosen = set(map(id, self.select(only, skip)))
         return [Phase(p.name, [s.build() for s in p.steps if id(s) in chosen], gate=p.gate, deadline=p.deadline,
-                      strict=p.strict) for p in self.phases]
+                      strict=p.strict, budget=p.budget) for p in self.phases]
 
 
 def playbooks_dir() -> Path:
@@ -152,16 +154,25 @@ def load_playbook(name: str) -> Playbook:
         loc = ("phases", str(index))
         if not isinstance(phase, dict) or "name" not in phase:
             raise UsageError(f"{nearest_line(loc, lines)}: each phase needs a name and steps")
-        extra = set(phase) - {"name", "steps", "gate", "deadline", "select", "strict"}
+        extra = set(phase) - {"name", "steps", "gate", "deadline", "select", "strict", "budget"}
         if extra:
             raise UsageError(f"{nearest_line(loc, lines)}: unknown phase key {sorted(extra)[0]!r} "
-                             "(allowed: name, steps, gate, deadline, select, strict)")
+                             "(allowed: name, steps, gate, deadline, select, strict, budget)")
+        budget = None
+        if phase.get("budget") is not None:
+            from .steps.window import parse_duration
+
+            try:
+                budget = parse_duration(str(phase["budget"])).total_seconds()
+            except UsageError:
+                raise UsageError(f"{nearest_line((*loc, 'budget'), lines)}: budget {phase['budget']!r}: write "
+                                 "it as 45m, 1h or 1h30m") from None
         name = str(phase["name"])
         book.phases.append(PhaseSpec(name, _specs(phase.get("steps") or [], name, (*loc, "steps"), lines),
                                      gate=_flag(phase, "gate", True, loc, lines),
                                      deadline=_flag(phase, "deadline", True, loc, lines),
                                      select=_flag(phase, "select", True, loc, lines),
-                                     strict=_flag(phase, "strict", False, loc, lines)))
+                                     strict=_flag(phase, "strict", False, loc, lines), budget=budget))
     book.on_failure = _specs(data.get("on_failure") or [], "on_failure", ("on_failure",), lines)
     book.always = _specs(data.get("always") or [], "always", ("always",), lines)
     environments = data.get("environments") or {}

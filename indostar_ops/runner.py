@@ -62,6 +62,7 @@ class Phase:
     gate: bool = True  # run only if every earlier phase succeeded
     deadline: bool = True  # False: still runs once the run's deadline has passed (verify)
     strict: bool = False  # a check answering CRITICAL fails the phase (preflight: ssh.check, guards)
+    budget: float | None = None  # seconds: no step of this phase starts later than its start + budget
 
 
 class Interrupted(BaseException):  # like KeyboardInterrupt, for SIGTERM too
@@ -117,6 +118,7 @@ class Runner:
         self.state = _RunState()
         self.lock: Any = None
         self._interrupted: str | None = None
+        self._phase_end: tuple[datetime, Phase] | None = None
         self._classes: dict[str, type] = {}
 
     def run(
@@ -243,11 +245,15 @@ class Runner:
                 for step in phase.steps:
                     self._skip_all(step, f"not run: an earlier phase failed ({phase.name} is gated)", result)
                 continue
+            self._phase_end = None
+            if phase.budget is not None:
+                self._phase_end = (self.clock() + timedelta(seconds=phase.budget), phase)
             ctx.deadline = self._monotonic_deadline() if phase.deadline else None
             if phase.name != "main":
-                self.ctx.journal.event("phase.start", phase=phase.name)  # type: ignore[union-attr]
+                self.ctx.journal.event("phase.start", phase=phase.name, budget=phase.budget)  # type: ignore[union-attr]
             before = len(result.results)
             self._section(phase.steps, result, stop_on_failure=not self.keep_going, deadline=phase.deadline)
+            self._phase_end = None
             critical = [r for r in result.results[before:] if r.severity == Severity.CRITICAL]
             if phase.strict and critical and not ctx.check and not result.failed:
                 named = "; ".join(f"{r.step} on {r.target}: {r.reason}" for r in critical)
@@ -267,6 +273,12 @@ class Runner:
                 self.state.left.append(step.identity().rsplit("/", 1)[0])
                 self._skip_all(step, f"not started: the window ends at {self._deadline_text()}", result)
                 continue
+            if self._phase_end is not None and self.clock() >= self._phase_end[0]:
+                ends, phase = self._phase_end
+                self.state.left.append(step.identity().rsplit("/", 1)[0])
+                self._skip_all(step, f"not started: phase {phase.name} had {phase.budget:g} s (until "
+                                     f"{ends.astimezone(self.ctx.env.zone).strftime('%H:%M:%S %Z')})", result)
+                continue
             if self.lock is not None and getattr(self.lock, "lost", None) and not self.state.cleaning:
                 self._skip_all(step, f"not started: the lock was lost ({self.lock.lost})", result)
                 failed_before = True
@@ -281,9 +293,10 @@ class Runner:
         return self.state.deadline is not None and self.clock() >= self.state.deadline - self.state.margin
 
     def _monotonic_deadline(self) -> float | None:
-        if self.state.deadline is None:
+        ends = [d for d in (self.state.deadline, self._phase_end[0] if self._phase_end else None) if d is not None]
+        if not ends:
             return None
-        return time.monotonic() + (self.state.deadline - self.clock()).total_seconds()
+        return time.monotonic() + (min(ends) - self.clock()).total_seconds()
 
     def _deadline_text(self) -> str:
         assert self.state.deadline is not None

@@ -132,15 +132,15 @@ def test_dynamodb_lock_conditional_put_with_a_lease(inventory: InventoryDir, tmp
                             "aws": {"region": "ap-south-1", "endpoint_url": moto_endpoint, "max_attempts": 2},
                             "maintenance": {"lock": {"backend": "dynamodb", "table": table}}})
     env = inventory.load("dyn")
-    first = keeper(env, "run-1", user="alice", lease=2)
+    first = keeper(env, "run-1", user="alice", lease=4)
     first.acquire()
     with pytest.raises(LockHeld) as refused:
         keeper(env, "run-2", user="bob").acquire()
     assert "is locked by alice@" in str(refused.value)
-    crash(first)  # its lease runs out (2 s) without renewal
+    crash(first)  # its lease runs out (4 s) without renewal
     import time
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not first.backend.holder().expired and time.monotonic() < deadline:  # type: ignore[union-attr]
         time.sleep(0.1)
     with pytest.raises(LockHeld) as stale:

@@ -214,3 +214,82 @@ def test_a_critical_check_in_a_strict_phase_stops_the_run(inventory: InventoryDi
     with Context(env, check=True) as ctx:
         preview = Runner(ctx).run(load_playbook(str(book)).build(), task="t")
     assert [r.status for r in preview.results] == ["ok", "changed"]
+
+
+def test_a_phase_budget_stops_its_own_steps_only(inventory: InventoryDir, tmp_path: Path) -> None:
+    """backup has 10 minutes: a slow first step uses them up, the second is not started (and named),
+    the next phase runs normally."""
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+    now = [datetime(2026, 12, 1, 20, 30, tzinfo=UTC)]
+
+    class SlowMark(Mark):
+        def apply(self, ctx: Any, target: Any, plan: Any) -> Any:
+            now[0] += timedelta(minutes=11)
+            return super().apply(ctx, target, plan)
+
+    book = tmp_path / "book.yml"
+    book.write_text("phases:\n  - name: backup\n    budget: 10m\n    steps: [{step: test.mark, with: {mark: a}},"
+                    " {step: test.mark, with: {mark: b}}]\n  - name: execute\n"
+                    "    steps: [{step: test.mark, with: {mark: c}}]\n")
+    phases = load_playbook(str(book)).build()
+    phases[0].steps[0].__class__ = SlowMark
+    with Context(env) as ctx:
+        result = Runner(ctx, clock=lambda: now[0]).run(phases, task="t", undo=False)
+    assert [r.status for r in result.results] == ["changed", "skipped", "changed"]
+    assert "not started: phase backup had 600 s" in (result.results[1].reason or "")
+
+
+def test_maintenance_off_failing_is_reported_first_in_red_with_the_command() -> None:
+    import io
+
+    from indostar_ops.results import RunResult, TargetResult
+    from indostar_ops.window import print_window_report
+
+    result = RunResult(run_id="r1", env="prod", task="maintenance.window", check=False)
+    result.results += [TargetResult("db.vacuum", "orders", "changed", step_id="execute/db.vacuum/x"),
+                       TargetResult("maintenance.off", "web-1", "failed", error="nginx -t failed",
+                                    step_id="always/maintenance.off/y")]
+    out = io.StringIO()
+
+    class Env:
+        name = "prod"
+
+    print_window_report(result, Env(), out)  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("MAINTENANCE MODE IS STILL ON in prod: maintenance.off failed (web-1: nginx -t")
+    assert lines[1].strip() == "run now: invoke maintenance.off --env prod --yes"
+
+
+def test_alb_strategy_swaps_the_maintenance_steps(inventory: InventoryDir, tmp_path: Path) -> None:
+    """maintenance.strategy: alb: the window enters and leaves maintenance through the ALB rule."""
+    from indostar_ops.window import WindowOptions, window_sections
+
+    inventory.write("albenv", {"tier": "staging", "connection": "local", "maintenance": {"strategy": "alb"},
+                               "aws": {"region": "ap-south-1"}, "alb": {"load_balancer": "lb"},
+                               "groups": {"web": {"hosts": {"web-1": {}}}, "workers": {"hosts": {}}}})
+    sections = window_sections(inventory.load("albenv"), [], [], WindowOptions())
+    enter = next(p for p in sections.main if p.name == "enter")
+    assert [s.name for s in enter.steps] == ["notify.in-progress", "maintenance.alb-on"]
+    assert [s.name for s in sections.always] == ["maintenance.alb-off", "notify.finish"]
+
+
+def test_sigterm_mid_run_unwinds_and_runs_always(inventory: InventoryDir, tmp_path: Path) -> None:
+    """SIGTERM (a CI job cancelled, a systemd stop) is handled like Ctrl-C: no new step, undo, always."""
+    import os
+    import signal
+
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+
+    class Terminated(Mark):
+        def apply(self, ctx: Any, target: Any, plan: Any) -> Any:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("the signal handler raises before this line")
+
+    with Context(env) as ctx:
+        result = Runner(ctx).run(phased(("execute", [Mark("a"), Terminated("b"), Mark("c")])), task="t",
+                                 always=[Mark("always")])
+    host = tmp_path / "h" / "web-1"
+    assert not (host / "a").exists() and not (host / "c").exists() and (host / "always").exists()
+    assert any(r.step == "run.interrupted" and "SIGTERM" in (r.error or "") for r in result.results)
+    assert result.exit_code() == 1
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back

@@ -308,7 +308,8 @@ class DocumentState(_EnvStep):
 
                 backend = backend_for(ctx)
                 doc["platform"] = {"kind": env.platform.kind,
-                                   "instances": [_plain(i) for i in backend.instances()]}
+                                   "instances": {c: [_plain(i) for i in backend.instances(c)]
+                                                 for c in env.platform.components}}
             except Exception as exc:  # noqa: BLE001 - the platform may be unreachable from here
                 doc["platform"] = {"kind": env.platform.kind, "error": str(exc)}
         return doc

@@ -88,6 +88,21 @@ def status(c, env=None, check=False, json=False, groups="web", strategy=""):
               annotate=window_lines, report=_print_notes)
 
 
+def _sandbox_app(environment) -> None:
+    """The sandbox's health URL is its demo app (platform kind local): started on first use, like its nginx."""
+    platform = environment.platform
+    if getattr(platform, "kind", None) != "local":
+        return
+    from pathlib import Path
+
+    from ..platform.local import provision, resume
+
+    if (Path(platform.root) / "state.json").is_file():
+        resume(environment, platform)
+    else:
+        provision(environment, platform)
+
+
 def _print_notes(result, environment) -> None:
     for note in result.notes:
         print(note)
@@ -126,9 +141,10 @@ def window(c, env=None, check=False, json=False, yes=False, force_window=False, 
     def build(environment):
         _sandbox_nginx(environment)
         if environment.sandbox is not None and not check:
-            from ..sandbox_services import ensure  # the sandbox's health endpoint (fake outside services)
+            from ..sandbox_services import ensure  # the sandbox's fake outside services
 
             ensure(environment)
+            _sandbox_app(environment)
         return window_sections(environment, _names(only), _names(skip), options)
 
     def runner(environment):

@@ -78,7 +78,8 @@ def show(c, name, only="", skip="", env=None):
 
     for phase in book.phases:
         flags = [f for f, on in (("gated", phase.gate), ("stops at the deadline", phase.deadline),
-                                 ("--only/--skip apply", phase.select), ("CRITICAL fails it", phase.strict)) if on]
+                                 ("--only/--skip apply", phase.select), ("CRITICAL fails it", phase.strict),
+                                 (f"budget {phase.budget or 0:g} s", phase.budget)) if on]
         print(f"  [{phase.name}] ({', '.join(flags) or 'always runs'})")
         for spec in phase.steps:
             print(line(spec, "" if id(spec) in chosen else "  (skipped)"))

@@ -12,6 +12,7 @@ maintenances when one is configured, and the local notice record (`<journal_dir>
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from .inventory import Environment
 
 __all__ = ["Delivery", "Notice", "Notifier", "notices_path", "slack_escape"]
+
+
+_PATH = re.compile(r"^incidents(/[A-Za-z0-9_-]{1,64})?$")
 
 
 def slack_escape(text: Any) -> str:
@@ -112,6 +116,8 @@ class Notifier:
     def _statuspage(self, method: str, path: str, body: Any, summary: str) -> tuple[int, dict[str, Any]]:
         page = self.settings.status_page
         assert page is not None
+        if not _PATH.match(path):  # an incident id read back from the API or a record goes into the path
+            raise RuntimeError(f"refusing status page path {path!r}")
         headers = {"Authorization": f"OAuth {page.api_key.get()}"} if page.api_key else {}
         url = f"{page.url.rstrip('/')}/pages/{page.page_id}/{path}"
         status, raw = self.ctx.http().send(method, url, summary=summary, json_body=body, headers=headers)

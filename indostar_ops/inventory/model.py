@@ -283,18 +283,18 @@ class LockSettings(Model, kw_only=True):
 
     backend: Literal["file", "postgres", "dynamodb"] = "file"
     path: str | None = None  # file: directory of the lock files (default <journal_dir>/locks)
-    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "indostar_ops"  # postgres: ops schema
-    table: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{3,255}$")] = "indostar-ops-locks"  # dynamodb table
+    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}\Z")] = "indostar_ops"  # postgres: ops schema
+    table: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{3,255}\Z")] = "indostar-ops-locks"  # dynamodb table
     lease_seconds: Annotated[float, Meta(ge=1, le=3600)] = 120  # renewed every third of it while the run lives
 
 
 class SmokeCheck(Model, kw_only=True):
     """A URL the window's verify phase fetches: expected status and, optionally, a marker in the body."""
 
-    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$")]
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+\Z")]
     status: Annotated[int, Meta(ge=100, le=599)] = 200
     contains: str | None = None
-    host: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")] | None = None  # Host header
+    host: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?\Z")] | None = None  # Host header
 
 
 class MaintenanceSettings(Model, kw_only=True):
@@ -455,11 +455,16 @@ class AlbSettings(Model, kw_only=True):
     maintenance_priority: Annotated[int, Meta(ge=1, le=50000)] = 1  # the maintenance rule's priority (1 = first)
 
 
+_API_ID = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]  # goes into API paths: no '/', '..', '?'
+
+
 class StatusPageSettings(Model, kw_only=True):
-    url: str
-    page_id: str
+    """An Atlassian-Statuspage-compatible API: <url>/pages/<page_id>/incidents..."""
+
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s?#]+\Z")]  # e.g. https://api.statuspage.io/v1
+    page_id: _API_ID
     api_key: Secret | None = None
-    component_ids: list[str] = field(default_factory=list)
+    component_ids: list[_API_ID] = field(default_factory=list)
 
 
 class ChatSettings(Model, kw_only=True):

@@ -90,7 +90,7 @@ class _PlatformStep(Step[Any]):
         return str(target.id)
 
     def _timeout(self, ctx: Context, timeout: float | None) -> float:
-        return float(timeout if timeout is not None else ctx.env.platform.rollout_timeout)  # type: ignore[union-attr]
+        return float(timeout if timeout is not None else getattr(ctx.env.platform, "rollout_timeout", 600))
 
     def _wait_rollout(self, ctx: Context, backend: PlatformBackend, component: str, what: str,
                       timeout: float | None, undo: str | None) -> Rollout:
@@ -99,16 +99,17 @@ class _PlatformStep(Step[Any]):
         try:
             rollout = wait_until(
                 ctx, what, lambda: backend.rollout_status(component), lambda r: r.done or r.failed,
-                timeout=self._timeout(ctx, timeout), every=float(settings.poll_interval),  # type: ignore[union-attr]
+                timeout=self._timeout(ctx, timeout), every=float(getattr(settings, "poll_interval", 2)),
                 describe=lambda r: r.detail,
             )
         except WaitTimeout as exc:
-            raise self._stuck(backend, component, exc.message, undo) from None
+            raise self._stuck(ctx, backend, component, exc.message, undo) from None
         if rollout.failed:
-            raise self._stuck(backend, component, f"{what}: {rollout.detail}", undo)
+            raise self._stuck(ctx, backend, component, f"{what}: {rollout.detail}", undo)
         return rollout
 
-    def _stuck(self, backend: PlatformBackend, component: str, message: str, undo: str | None) -> WaitTimeout:
+    def _stuck(self, ctx: Context, backend: PlatformBackend, component: str, message: str,
+               undo: str | None) -> WaitTimeout:
         try:
             stuck = [i for i in backend.instances(component) if i.problem]
         except StepError:
@@ -117,7 +118,7 @@ class _PlatformStep(Step[Any]):
                                                           if i.last_termination_reason else "") for i in stuck[:10])
         return WaitTimeout(message + (f"\nstuck: {listing}" if listing else ""),
                            hint=(f"undo with: {undo}" if undo else "look at the instances' events and logs")
-                           + f"; logs: invoke app.logs --component {component} --tail 100")
+                           + f"; logs: invoke app.logs --env {ctx.env.name} --component {component} --tail 100")
 
 
 # ---------------------------------------------------------------------------------- status

@@ -369,3 +369,22 @@ def test_resources_diff_apply_and_second_run_noop(task: Any, kube: FakeKubernete
 def test_resources_rejects_bad_quantities(task: Any, kube: FakeKubernetes) -> None:
     code, doc = task("app.resources", "--env", "kube", "--memory", "4 GB; rm -rf /")
     assert code == 2 and "not a Kubernetes quantity" in doc["error"]
+
+
+def test_read_handle_refuses_writes_and_check_mode_only_sends_dry_runs(kube: FakeKubernetes) -> None:
+    from indostar_ops import Context, load_environment
+    from indostar_ops.errors import CheckModeViolation, StepError
+
+    body = {"spec": {"replicas": 9}}
+    with Context(load_environment("kube")) as ctx:
+        with pytest.raises(StepError, match=r"use ctx\.kubernetes\(\)\.change"):
+            ctx.kubernetes().apps.patch_namespaced_deployment_scale("backend", NS, body)
+    with Context(load_environment("kube"), check=True) as ctx:
+        k8s = ctx.kubernetes()
+        with pytest.raises(CheckModeViolation):
+            k8s.change("apps", "patch_namespaced_deployment_scale", summary="x", resource="deployment/backend",
+                       name="backend", body=body)
+        k8s.change("apps", "patch_namespaced_deployment_scale", summary="x", resource="deployment/backend",
+                   name="backend", body=body, dry_run="All")
+    assert spec(kube)["replicas"] == 3
+    assert kube.writes() == [("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/backend/scale?dryRun=All")]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import CheckModeViolation, StepError, Unreachable
 from .base import Instance, LogLine, PlatformBackend, Revision, Rollout, parse_cpu, parse_memory
@@ -74,7 +75,7 @@ class KubernetesConnector:
 
         def guarded(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             if method.upper() not in ("GET", "HEAD"):
-                dry = "dryRun=All" in url
+                dry = parse_qs(urlsplit(url).query).get("dryRun") == ["All"]  # parsed, not a substring
                 if not dry and self.read_only:
                     raise CheckModeViolation(f"Kubernetes {method} {url.split('?')[0]} refused in check mode; "
                                              "nothing was sent")

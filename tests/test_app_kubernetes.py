@@ -388,3 +388,16 @@ def test_read_handle_refuses_writes_and_check_mode_only_sends_dry_runs(kube: Fak
                    name="backend", body=body, dry_run="All")
     assert spec(kube)["replicas"] == 3
     assert kube.writes() == [("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/backend/scale?dryRun=All")]
+
+
+def test_runner_unwinds_a_scale_when_a_later_step_fails(kube: FakeKubernetes) -> None:
+    """The receipt (app.scale back to 3) is a registered step: the runner's undo stack restores the count."""
+    from indostar_ops import Context, Runner, load_environment
+    from indostar_ops.steps.app import AppRollback, AppScale
+
+    with Context(load_environment("kube")) as ctx:
+        run = Runner(ctx).run([AppScale("backend", replicas=5), AppRollback("backend", to_revision=99)],
+                              task="test")
+    scales = [r for r in run.results if r.step == "app.scale"]
+    assert [r.status for r in scales] == ["changed", "changed"]  # the scale, then its undo
+    assert spec(kube)["replicas"] == 3 and kube.deployments["backend"]["status"]["readyReplicas"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,10 +41,23 @@ def ecs(moto_endpoint: str, inventory: InventoryDir) -> Any:
     family = f"backend-{uuid.uuid4().hex[:8]}"
     for image in ("backend:1", "backend:2", "backend:3", "backend:4"):
         latest = client.register_task_definition(family=family, containerDefinitions=[
-            {"name": "backend", "image": f"registry.test/{image}", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+            {"name": "backend", "image": f"registry.test/{image}", "memory": 512,
+             "logConfiguration": {"logDriver": "awslogs", "options": {
+                 "awslogs-group": f"/ecs/{family}", "awslogs-region": "ap-south-1",
+                 "awslogs-stream-prefix": "ecs"}}}])["taskDefinition"]["taskDefinitionArn"]
     client.deregister_task_definition(taskDefinition=f"{family}:3")  # revisions 1, 2, 4 remain: not contiguous
     client.create_service(cluster=CLUSTER, serviceName="backend", taskDefinition=latest, desiredCount=2)
     client.update_service(cluster=CLUSTER, service="backend", desiredCount=2)  # moto: running catches up
+    logs = boto3.client("logs", region_name="ap-south-1", endpoint_url=moto_endpoint)
+    logs.create_log_group(logGroupName=f"/ecs/{family}")
+    now = int(time.time() * 1000)
+    for task_id in ("t1", "t2"):
+        stream = f"ecs/backend/{task_id}"
+        logs.create_log_stream(logGroupName=f"/ecs/{family}", logStreamName=stream)
+        logs.put_log_events(logGroupName=f"/ecs/{family}", logStreamName=stream, logEvents=[
+            {"timestamp": now - 7_200_000, "message": "old ERROR webhook"},
+            {"timestamp": now - 60_000, "message": "INFO GET /health"},
+            {"timestamp": now - 30_000, "message": f"ERROR webhook signature mismatch on {task_id}"}])
     inventory.write("aws", {"tier": "staging", "connection": "local",
                             "aws": {"region": "ap-south-1", "endpoint_url": moto_endpoint, "max_attempts": 2},
                             "platform": {"kind": "ecs", "cluster": CLUSTER, "components": {"backend": "backend"},
@@ -101,3 +115,14 @@ def test_missing_service(ecs: Any, task: Any, inventory: InventoryDir) -> None:
     ecs.delete_service(cluster=CLUSTER, service="backend", force=True)
     code, doc = task("app.restart", "--env", "aws")
     assert code == 1 and "ECS service 'backend' (component backend) not found" in result(doc)["error"]
+
+
+def test_logs_from_cloudwatch_per_task_with_since_and_grep(ecs: Any, task: Any) -> None:
+    code, doc = task("app.logs", "--env", "aws", "--since", "1h", "--grep", "ERROR")
+    assert code == 0, doc
+    lines = result(doc)["data"]["lines"]
+    assert lines == [{"instance": "t1", "text": "ERROR webhook signature mismatch on t1"},
+                     {"instance": "t2", "text": "ERROR webhook signature mismatch on t2"}]
+    code, doc = task("app.logs", "--env", "aws", "--tail", "1")
+    assert [line["text"] for line in result(doc)["data"]["lines"]] == [
+        "ERROR webhook signature mismatch on t1", "ERROR webhook signature mismatch on t2"]

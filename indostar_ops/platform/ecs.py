@@ -9,11 +9,12 @@ definition for a rollback. Revisions are the task definition family's revisions
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from ..errors import StepError
-from .base import Instance, PlatformBackend, Revision, Rollout
+from .base import Instance, LogLine, PlatformBackend, Revision, Rollout
 
 __all__ = ["EcsBackend"]
 
@@ -23,7 +24,7 @@ HISTORY = 20  # revisions looked at for a rollback
 class EcsBackend(PlatformBackend):
     kind: ClassVar[str] = "ecs"
     resource_kind: ClassVar[str] = "ecs-service"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"restart", "scale", "rollback"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"logs", "restart", "scale", "rollback"})
 
     @property
     def _ecs(self) -> Any:
@@ -63,6 +64,39 @@ class EcsBackend(PlatformBackend):
                 age_s=(now - started).total_seconds() if started else None,
             ))
         return out
+
+    def logs(self, component: str, *, tail: int = 100, since_s: float | None = None,
+             grep: str | None = None) -> list[LogLine]:
+        """CloudWatch Logs of the current task definition's `awslogs` containers: the last `tail` lines per stream."""
+        service = self._service(component)
+        definition = self._ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+        logs = self.ctx.aws().client("logs")
+        lines: list[LogLine] = []
+        configured = False
+        for container in definition.get("containerDefinitions", []):
+            config = container.get("logConfiguration") or {}
+            options = config.get("options") or {}
+            if config.get("logDriver") != "awslogs" or "awslogs-group" not in options:
+                continue
+            configured = True
+            prefix = f"{options.get('awslogs-stream-prefix', '')}/{container['name']}/".lstrip("/")
+            params: dict[str, Any] = {"logGroupName": options["awslogs-group"], "logStreamNamePrefix": prefix}
+            if since_s:
+                params["startTime"] = int((time.time() - since_s) * 1000)
+            per_stream: dict[str, list[tuple[int, str]]] = {}
+            pages = logs.get_paginator("filter_log_events").paginate(**params, PaginationConfig={"MaxItems": 10000})
+            for page in pages:
+                for event in page.get("events", []):
+                    per_stream.setdefault(event["logStreamName"], []).append(
+                        (int(event["timestamp"]), str(event["message"]).rstrip("\n")))
+            for stream, events in sorted(per_stream.items()):
+                task_id = stream.rsplit("/", 1)[-1]
+                lines += [LogLine(task_id, text) for _, text in sorted(events)[-tail:]]
+        if not configured:
+            raise StepError(f"ECS service {self.resource(component)}: no container of {definition['family']}:"
+                            f"{definition['revision']} logs with the awslogs driver",
+                            hint="configure logConfiguration awslogs in the task definition to read logs from here")
+        return self.filter_lines(lines, grep)
 
     def replicas(self, component: str) -> tuple[int, int]:
         service = self._service(component)

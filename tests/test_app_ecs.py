@@ -126,3 +126,11 @@ def test_logs_from_cloudwatch_per_task_with_since_and_grep(ecs: Any, task: Any) 
     code, doc = task("app.logs", "--env", "aws", "--tail", "1")
     assert [line["text"] for line in result(doc)["data"]["lines"]] == [
         "ERROR webhook signature mismatch on t1", "ERROR webhook signature mismatch on t2"]
+
+
+def test_status_reports_desired_and_running_tasks(ecs: Any, task: Any) -> None:
+    code, doc = task("app.status", "--env", "aws")
+    assert code == 0 and result(doc)["data"]["desired"] == 2 and result(doc)["data"]["ready"] == 2
+    ecs.update_service(cluster=CLUSTER, service="backend", desiredCount=0)
+    code, doc = task("app.status", "--env", "aws")
+    assert code == 0 and result(doc)["data"]["desired"] == 0  # nothing desired (no inventory expectation): OK

@@ -13,6 +13,8 @@ table's empty space back, so it is chosen by *heap bloat* (pgstattuple, else the
 estimate; see estimate.py, tables under its size floor are never chosen on an estimate) over
 `database.vacuum_full_bloat_pct`, or by dead rows over the VACUUM limit; never merely for
 "never vacuumed". A table can be 60 % empty with no dead rows at all (after a VACUUM).
+Cost: with pgstattuple, --full measures every table it may treat (pgstattuple_approx, which skips
+all-visible pages); narrow a run on a large database with --table.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def off(c, env=None, check=False, json=False, yes=False, groups="web", strategy=
 
 @task(help=common(changes=False, groups=_GROUPS, strategy=_STRATEGY))
 def status(c, env=None, check=False, json=False, groups="web", strategy=""):
-    """Is each web host in maintenance? Flag file, snippet, and what the site answers."""
+    """In maintenance? Flag, snippet, what the site answers; exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN."""
     from ..cli import run_steps
     from ..steps.nginx import NginxMaintenanceStatus, require_nginx_strategy
 
@@ -84,7 +84,7 @@ def status(c, env=None, check=False, json=False, groups="web", strategy=""):
 
     from ..window import window_lines
 
-    run_steps("maintenance.status", env=env, check=check, json=json, build=build,
+    run_steps("maintenance.status", env=env, check=check, json=json, build=build, monitoring=True,
               annotate=window_lines, report=_print_notes)
 
 

@@ -396,6 +396,19 @@ def test_kill_idle_never_ends_a_privileged_application_roles_sessions(pg: PgData
     assert all(alive(c) for c in idle)
 
 
+def test_kill_idle_says_so_when_it_cannot_see_the_applications_sessions(pg: PgDatabase,
+                                                                       inventory: InventoryDir) -> None:
+    """admin_user without pg_monitor: the app's idle sessions are hidden from it; never "no session idle"."""
+    idle = [pg.connect(application="backend") for _ in range(2)]
+    wait_aged(pg, [c.info.backend_pid for c in idle], 0.7)
+    weak = pg.other_role()
+    env = inventory.load(pg.inventory(inventory, database={"admin_user": weak}))
+    (result,) = run(env, KillIdle(minutes=0.01)).results
+    assert result.status == "failed", result
+    assert f"2 session(s) of role {pg.role}" in (result.error or "") and "pg_monitor" in (result.error or "")
+    assert all(alive(c) for c in idle)
+
+
 def test_a_session_that_wakes_between_plan_and_apply_is_left_alone(pg: PgDatabase, inventory: InventoryDir) -> None:
     """The planned idle period is pinned (pid, backend start, state_change): a session busy again is not ended."""
     victim = pg.connect(application="backend")

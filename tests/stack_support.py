@@ -10,13 +10,41 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 import yaml
+
+
+@contextmanager
+def redis_db_lock(redis_url: str, *dbs: int, timeout: float = 900) -> Iterator[None]:
+    """Hold Redis databases `dbs` for this test module: a concurrent test run on the same server waits.
+
+    The tests flush and fill whole databases and run workers on fixed queues, so two runs of this suite on one
+    machine (several sessions at once) must take turns rather than consume each other's messages.
+    """
+    from indostar_ops.poll import wait_until
+
+    client = redis.Redis.from_url(f"{redis_url.rsplit('/', 1)[0]}/0")
+    keys = [f"indostar-ops-tests:lock:db{db}" for db in sorted(dbs)]
+    token = f"{os.getpid()}-{uuid.uuid4()}"
+    held: list[str] = []
+    try:
+        for key in keys:
+            wait_until(None, f"Redis db lock {key}", lambda k=key: client.set(k, token, nx=True, ex=int(timeout)),
+                       bool, timeout=timeout, every=0.5)
+            held.append(key)
+        yield
+    finally:
+        for key in held:
+            if client.get(key) == token.encode():
+                client.delete(key)
+        client.close()
 
 
 def free_port() -> int:

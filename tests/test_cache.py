@@ -15,6 +15,7 @@ import redis
 
 from indostar_ops import Context
 from indostar_ops.steps.cache import CacheDelete
+from tests.stack_support import redis_db_lock
 from tests.support import InventoryDir, cli_json, run_cli
 
 APP_DB = 12  # the inventory URL's database: cache keys and the Celery queues
@@ -28,6 +29,12 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def calls(client: redis.Redis, command: str) -> int:
     """How often the server ran `command` so far (INFO commandstats): proves what was (not) sent."""
     return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_databases(redis_url: str) -> Iterator[None]:
+    with redis_db_lock(redis_url, APP_DB, OTHER_DB):
+        yield
 
 
 @pytest.fixture

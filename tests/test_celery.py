@@ -11,7 +11,7 @@ import pytest
 
 from indostar_ops import Context, Runner, load_environment
 from indostar_ops.steps.celery import CeleryPurge, CeleryStatus, celery_message
-from tests.stack_support import Stack, alive, start_stack, wait_for
+from tests.stack_support import Stack, alive, redis_db_lock, start_stack, wait_for
 from tests.support import cli_json
 
 DB = 14
@@ -19,6 +19,11 @@ DB = 14
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    with redis_db_lock(redis_url, DB):
+        yield from _stack(tmp_path_factory, redis_url)
+
+
+def _stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("celery-stack"), redis_url, DB)
     # two environments on the same Redis: production (for --yes) and one whose queue no worker consumes
     redis_section = {"url": f"{redis_url.rsplit('/', 1)[0]}/{DB}", "queues": ["backlog"],

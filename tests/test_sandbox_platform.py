@@ -20,7 +20,7 @@ from indostar_ops import Context, load_environment
 from indostar_ops.platform import backend_for
 from indostar_ops.platform.local import stop_process
 from indostar_ops.steps.celery import celery_message
-from tests.stack_support import Stack, alive, start_stack, wait_for
+from tests.stack_support import Stack, alive, redis_db_lock, start_stack, wait_for
 from tests.support import REPO, cli_json
 
 DB = 11
@@ -28,6 +28,11 @@ DB = 11
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    with redis_db_lock(redis_url, DB):
+        yield from _stack(tmp_path_factory, redis_url)
+
+
+def _stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("platform-stack")
     stack = start_stack(base, redis_url, DB)
     data = json.loads(json.dumps(__import__("yaml").safe_load((stack.directory / "stack.yaml").read_text())))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import EXIT_UNKNOWN, IndostarError, UsageError, exit_code_for
+from .errors import IndostarError, UsageError, exit_code_for
 
 if TYPE_CHECKING:
     from .context import Context
@@ -111,14 +111,13 @@ def run_steps(
 def fail(exc: IndostarError, *, json: bool, monitoring: bool = False) -> None:
     """Report an error that stopped the run before (or instead of) any step, and exit.
 
-    A monitoring check that cannot run (bad flag, inventory without what it checks) exits 3 = UNKNOWN,
-    as Nagios-style plugins do: exit 2 would read as CRITICAL to cron or an alerting pipeline.
+    A usage error exits 2 on every task, monitoring checks included: a typo in a cron line must be
+    told apart from a real problem by its message, and every task agrees on what 2 means before a run.
+    A check that ran but had nothing to check, or could not reach what it checks, is UNKNOWN (3).
     """
     from invoke.exceptions import Exit
 
     code = exit_code_for(exc)
-    if monitoring:
-        code = EXIT_UNKNOWN
     if json:
         from .report import print_json
 

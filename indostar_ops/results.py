@@ -124,9 +124,9 @@ class RunResult:
 
     @property
     def severity(self) -> Severity:
-        """Worst monitoring severity; a failed probe counts as UNKNOWN."""
+        """Worst monitoring severity; a failed probe, or a check with nothing to check, counts as UNKNOWN."""
         levels = [r.severity for r in self.results if r.severity is not None]
-        levels += [Severity.UNKNOWN for r in self.failed]
+        levels += [Severity.UNKNOWN for r in self.results if r.failed or r.status == "skipped"]
         return Severity.worst(levels)
 
     def exit_code(self, *, monitoring: bool = False) -> int:

@@ -80,11 +80,12 @@ def test_check_untrusted_chain_is_critical(site_env, acme_site: AcmeSite) -> Non
 
 
 def test_check_without_certificates_is_unknown(inventory: InventoryDir, ssh_rig: SshRig, tmp_path: Path) -> None:
-    """An environment with no certificates configured is UNKNOWN (3) before anything connects, not a silent OK."""
+    """An environment with no certificates configured is UNKNOWN (3): skipped with the reason, not a silent OK."""
     inventory.write("bare", host_inventory(ssh_rig, ssh_rig.hosts[:1], tmp_path))
     code, doc = cli_json("certs.check", "--env", "bare")
     assert code == 3
-    assert "no host" in doc["error"] and "certificates" in doc["hint"]
+    (result,) = doc["steps"][0]["targets"]
+    assert result["status"] == "skipped" and "no host in any group has certificates configured" in result["reason"]
 
 
 def test_renew_nothing_due_is_a_noop_without_reload(site_env, acme_site: AcmeSite) -> None:  # noqa: F811

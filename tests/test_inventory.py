@@ -152,5 +152,5 @@ def test_cli_inventory_errors_exit_2_and_run_nothing(inventory: InventoryDir, tm
     assert not (tmp_path / "journal").exists()
     code, doc = cli_json("logs.install-rotation", "--env", "nope", "--check")
     assert code == 2 and "unknown environment 'nope'" in doc["error"]
-    code, doc = cli_json("disk.check", "--env", "nope")  # a monitoring check that cannot run is UNKNOWN
-    assert code == 3 and "unknown environment 'nope'" in doc["error"]
+    code, doc = cli_json("disk.check", "--env", "nope")  # usage errors are 2 on monitoring checks too
+    assert code == 2 and "unknown environment 'nope'" in doc["error"]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InventoryError, StepError, StepValueError, VerificationFailed, WaitTimeout
+from ..errors import StepError, StepValueError, VerificationFailed, WaitTimeout
 from ..facts import read_optional
 from ..nginxctl import nginx_test, nginx_test_and_reload, test_command
 from ..poll import wait_until
@@ -167,12 +167,17 @@ def inspect(ctx: Context, target: HostTarget, names: Sequence[str] | None = None
 
 
 def hosts_with_certificates(ctx: Context, groups: Sequence[str] | None) -> list[HostTarget]:
-    hosts = [h for h in ctx.env.hosts(groups) if h.settings.certificates]
-    if not hosts:
-        where = f"group(s) {', '.join(groups)}" if groups else "any group"
-        raise InventoryError(f"no host in {where} of {ctx.env.name!r} has certificates configured",
-                             hint="add e.g. certificates: [{name: example.com}] to the web group's vars")
-    return hosts
+    """Hosts with certificates configured; none is reported by the runner as skipped (UNKNOWN for certs.check)."""
+    return [h for h in ctx.env.hosts(groups) if h.settings.certificates]
+
+
+class _CertificateStep:
+    groups: Sequence[str] | None
+
+    def no_targets_reason(self) -> str:
+        where = f"group(s) {', '.join(self.groups)}" if self.groups else "any group"
+        return (f"no host in {where} has certificates configured (add e.g. certificates: [{{name: example.com}}] "
+                "to the web group's vars)")
 
 
 @dataclass
@@ -183,7 +188,7 @@ class CertState:
     nginx_test: tuple[bool, str] | None = None  # certs.renew: `nginx -t` as it is now (for the preview)
 
 
-class CertificateCheck(Step[CertState]):
+class CertificateCheck(_CertificateStep, Step[CertState]):
     """Days left, issuer, SANs of each served certificate and whether it is the file on the host."""
 
     name = "certs.check"
@@ -208,7 +213,7 @@ class CertificateCheck(Step[CertState]):
         )
 
 
-class RenewCertificates(Step[CertState]):
+class RenewCertificates(_CertificateStep, Step[CertState]):
     """Renew due certificates with certbot, then nginx -t and reload; verify the new one is served."""
 
     name = "certs.renew"

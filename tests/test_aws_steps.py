@@ -596,3 +596,17 @@ def test_missing_credentials_and_unreachable_endpoint_are_clear(aws_env, invento
     inventory.write("down", data)
     down = one(run(inventory.load("down"), [RdsStatus()]))
     assert down.status == "unreachable" and "cannot reach the AWS endpoint" in down.error
+
+
+def test_snapshot_id_without_label_is_the_runs_own_date_and_id(inventory, tmp_path):
+    from datetime import UTC, datetime
+
+    from indostar_ops.steps.aws.rds import snapshot_id
+
+    inventory.write(ENV, inventory_data("http://127.0.0.1:9", tmp_path / "hosts"))
+    with Context(inventory.load(ENV), check=True) as ctx:
+        ctx.journal = type("J", (), {"run_id": "20261128T203000Z-awstest-ab12cd"})()
+        later = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)  # a resume after midnight UTC
+        assert snapshot_id(ctx, None, later) == "indostar-ops-awstest-20261128-20261128t203000z-awstest-ab12cd"
+        assert snapshot_id(ctx, "pre-upgrade", later) == "indostar-ops-awstest-20261129-pre-upgrade"
+        assert snapshot_id(ctx, "Run--ID_9", later) == "indostar-ops-awstest-20261129-run-id-9"

@@ -45,6 +45,8 @@ def snapshot_id(ctx: Context, label: str | None, when: datetime | None = None) -
     assert ctx.env.aws is not None
     run = label or (ctx.journal.run_id if ctx.journal is not None else "adhoc")
     day = (when or datetime.now(UTC)).strftime("%Y%m%d")
+    if label is None and re.match(r"^\d{8}T", run):  # the run's own date: a resume after midnight UTC finds it
+        day = run[:8]
     return aws_id(ctx.env.aws.snapshot_prefix, ctx.env.name, day, run)
 
 

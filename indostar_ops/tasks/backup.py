@@ -7,12 +7,12 @@ from invoke import task
 from ._help import common
 
 
-@task(help=common(label="sub-folder under the dated prefix (the window passes its run id)"))
+@task(help=common(label="folder under the dated prefix instead of the run id (re-run with it: only changes upload)"))
 def config(c, env=None, check=False, json=False, yes=False, label=""):
     """Rendered inventory (secret references only), hosts' nginx/logrotate configs, compose file -> S3.
 
-    Under s3://<aws.backup_bucket>/<aws.backup_prefix>/<env>/<UTC date>/[<label>/] with a manifest;
-    files already there with the same content are not uploaded again.
+    Under s3://<aws.backup_bucket>/<aws.backup_prefix>/<env>/<UTC date>/<run id or label>/ with a
+    manifest; files already there with the same content are not uploaded again (idempotent per run).
     """
     from ..cli import run_steps
     from ..steps.aws.backup import BackupConfig

@@ -4,9 +4,10 @@ What is copied: the rendered inventory (secrets appear as their references, neve
 values), each host's logrotate config, nginx maintenance snippet and full nginx
 config (`nginx -T`), and the compose platform's compose file. Every text passes
 through the environment's redactor, so a secret value resolved earlier in the run
-can never reach S3. Objects go under `<backup_prefix>/<env>/<UTC date>/[<label>/]`
-with a manifest (sha256 per file); an object already there with the same content is
-not uploaded again, so a second run the same day is a no-op.
+can never reach S3. Objects go, with a manifest (sha256 per file), into one folder
+per run: `<backup_prefix>/<env>/<date>/<run id or label>/`. A resumed run (same run
+id, or the same --label) finds its files and uploads only what differs, so it is
+idempotent per run; a new run is a new backup and never overwrites an older one.
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class BackupConfig(AwsStep[BackupState]):
     def check(self, ctx: Context, target: EnvTarget) -> BackupState:
         assert ctx.env.aws is not None
         bucket = str(ctx.env.aws.backup_bucket)
+        run = self.label or (ctx.journal.run_id if ctx.journal is not None else "adhoc")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-        base = "/".join(p for p in (ctx.env.aws.backup_prefix.strip("/"), ctx.env.name, day, self.label) if p)
+        if self.label is None and re.match(r"^\d{8}T", run):  # the run's own date (a resume after midnight)
+            day = f"{run[:4]}-{run[4:6]}-{run[6:8]}"
+        base = "/".join((ctx.env.aws.backup_prefix.strip("/"), ctx.env.name, day, run))
         files, problems = collect(ctx)
         redact = ctx.env.redactor.text
         files = {k: redact(v) for k, v in files.items()}
@@ -147,6 +151,6 @@ def collect(ctx: Context) -> tuple[dict[str, str], list[str]]:
                     break
                 if result.exit_code == 0:
                     files[f"platform/{name}"] = result.stdout
-    elif platform is not None:
+    elif platform is not None and platform.kind in ("kubernetes", "ecs"):
         problems.append(f"{platform.kind} manifests are not collected by backup.config yet")
     return files, problems

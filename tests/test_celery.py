@@ -179,21 +179,21 @@ def test_purge_deletes_one_named_queue_after_a_preview(stack: Stack, env: str) -
     assert change["destructive"] and change["before"]["by_task"] == {"demo.send_mail": 3, "demo.send_newsletter": 1}
     assert "DELETE all 4 message(s) queued in backlog" in change["summary"] and stack.redis.llen("backlog") == 4
 
-    code, doc = cli_json("celery.purge", "--env", "prodq", "--queue", "backlog")
-    assert code == 2 and stack.redis.llen("backlog") == 4
+    code, doc = cli_json("celery.purge", "--env", "quiet", "--queue", "backlog")  # confirmed on every tier
+    assert code == 2 and "needs --yes" in doc["error"] and "--check" in doc["hint"] and stack.redis.llen("backlog") == 4
 
-    code, doc = cli_json("celery.purge", "--env", "quiet", "--queue", "backlog")
+    code, doc = cli_json("celery.purge", "--env", "quiet", "--queue", "backlog", "--yes")
     assert code == 0 and targets(doc)[0]["reason"] == "deleted 4 message(s) from backlog", doc
     assert stack.redis.llen("backlog") == 0 and stack.redis.llen("celery:failed") == 1
 
-    code, doc = cli_json("celery.purge", "--env", "quiet", "--queue", "backlog")
+    code, doc = cli_json("celery.purge", "--env", "quiet", "--queue", "backlog", "--yes")
     assert code == 0 and targets(doc)[0]["reason"] == "queue backlog is empty: nothing to delete"
 
 
 def test_purge_deletes_nothing_if_the_queue_changed_since_the_preview(stack: Stack, env: str) -> None:
     enqueue(stack, "demo.send_mail", "a@example.com", "one", queue="backlog")
     step = CeleryPurge("backlog")
-    with Context(load_environment("quiet")) as ctx:
+    with Context(load_environment("quiet"), assume_yes=True) as ctx:
         step.preflight(ctx)
         [target] = step.targets(ctx)
         scoped = ctx.scoped(step.name, str(target))

@@ -10,8 +10,8 @@
   counts per task name, `--limit` at a time; each record moves atomically (a Lua script removes it
   from the failed list and pushes the message to its queue), so a record another operator already
   retried is not sent twice.
-- `celery.purge --queue Q`: an explicit, previewed, confirmed deletion of one named queue that
-  deletes exactly what the preview counted, or nothing if the queue changed meanwhile.
+- `celery.purge --queue Q`: an explicit, previewed deletion of one named queue, confirmed with --yes
+  on every tier, that deletes exactly what the preview counted, or nothing if the queue changed meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StepError, UsageError
+from ..errors import ConfirmationRequired, StepError, UsageError
 from ..severity import Severity
 from ..step import Change, EnvTarget, Outcome, Plan, Step
 from .app import AppRestart, AppScale
@@ -408,6 +408,11 @@ class CeleryPurge(Step[QueueState]):
         if self.queue not in known:
             raise UsageError(f"{self.queue!r} is not a queue of environment {ctx.env.name!r}",
                              hint=f"known queues: {', '.join(known)} (redis.queues and redis.failed_queue)")
+        if not ctx.check and not ctx.assume_yes:  # on every tier: deleting queued tasks is always confirmed
+            raise ConfirmationRequired(
+                f"celery.purge deletes every task queued in {self.queue} on {ctx.env.name}; it needs --yes",
+                hint=f"preview what it would delete: invoke celery.purge --env {ctx.env.name} --queue {self.queue} "
+                     "--check; then re-run with --yes")
 
     def targets(self, ctx: Context) -> list[EnvTarget]:
         return [EnvTarget(f"{self.queue} on {redis_target(ctx).name}", kind="queue", id=self.queue)]

@@ -83,7 +83,7 @@ def retry_failed(c, env=None, check=False, json=False, yes=False, limit=None, ta
 
 @task(help=common(queue="the one queue whose messages are deleted (required; a name from redis.queues)"))
 def purge(c, queue="", env=None, check=False, json=False, yes=False):
-    """DELETE every message queued in one named queue, after showing what they are; production needs --yes."""
+    """DELETE every message queued in one named queue: preview with --check, then --yes (on every tier)."""
     from ..cli import run_steps
     from ..steps.celery import CeleryPurge
 

@@ -246,3 +246,15 @@ def test_every_local_platform_write_is_refused_in_check_mode(stack: Stack, env: 
     assert {**stack.pids("backend"), **stack.pids("celery-worker")} == before
     assert (stack.root / "state.json").read_text() == state
     assert sorted(p.name for p in (stack.root / "releases").iterdir()) == releases
+
+
+def test_scale_onto_a_taken_port_changes_nothing(stack: Stack, env: str) -> None:
+    before = stack.pids("backend")
+    state = (stack.root / "state.json").read_text()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", stack.port + 1))
+        squatter.listen()
+        code, doc = cli_json("app.scale", "--env", env, "--component", "backend", "--replicas", "2")
+    assert code == 1 and f"port {stack.port + 1} for backend-2 is taken by another program" in targets(doc)[0]["error"]
+    assert stack.pids("backend") == before and (stack.root / "state.json").read_text() == state

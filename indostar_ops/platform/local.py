@@ -242,11 +242,19 @@ class LocalPlatform(PlatformBackend):
                                 hint="look again (app.status) and re-run with the --expect you see")
 
             def apply() -> dict[str, Any]:
+                started: list[int] = []
+                try:
+                    for index in range(1, replicas + 1):
+                        if not self._running(name, index):
+                            self._start(component, name, index, int(entry["current"]))
+                            started.append(index)
+                except BaseException:
+                    for index in started:  # all or nothing: the recorded count stays what it was
+                        self._stop(name, index)
+                    raise
+                stopped = [self._stop(name, i) for i in sorted(self._recorded(name), reverse=True) if i > replicas]
                 entry["replicas"] = replicas
                 self._save(state)
-                started = [self._start(component, name, i, int(entry["current"]))
-                           for i in range(1, replicas + 1) if not self._running(name, i)]
-                stopped = [self._stop(name, i) for i in sorted(self._recorded(name), reverse=True) if i > replicas]
                 return {"desired": replicas, "was": current, "started": len(started),
                         "stopped": len([s for s in stopped if s])}
 

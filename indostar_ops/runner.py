@@ -170,18 +170,19 @@ class Runner:
         if resume:
             result.notes.append(f"resumed run {run_id}: finished steps are re-checked, not repeated")
         started = time.monotonic()
+        previous = self._install_signals()  # before the lock: a Ctrl-C from here on still releases it
         if lock is not None and not ctx.check:
             try:
                 self.lock = lock(ctx, run_id)
                 said = self.lock.acquire()
             except BaseException as exc:
+                self._restore_signals(previous)
                 journal.event("run.end", status="refused", error=str(exc), counts=result.counts, duration=0)
                 journal.close()
                 self.lock = None
                 raise
             result.results.append(self._emit(TargetResult("lock.acquire", env.name, "changed", reason=said,
                                                           step_id="preflight/lock.acquire")))
-        previous = self._install_signals()
         try:
             try:
                 self._main(phases, result)
@@ -222,7 +223,6 @@ class Runner:
                               counts=result.counts, duration=round(result.duration, 3), notes=result.notes)
                 journal.close()
         return result
-
 
     @staticmethod
     def _phases(steps: Sequence[Step[Any]] | Sequence[Phase]) -> list[Phase]:
@@ -477,6 +477,8 @@ class Runner:
 
     @staticmethod
     def _why_no_targets(step: Step[Any]) -> str:
+        if hasattr(step, "no_targets_reason"):
+            return str(step.no_targets_reason())
         if step.scope == "host":
             return f"no hosts in group(s) {', '.join(step.groups or ['(all)'])}"
         return "nothing of this kind in the environment"

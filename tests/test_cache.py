@@ -272,3 +272,24 @@ def test_unreachable_or_password_protected_redis_is_one_line_with_the_next_step(
         assert time.monotonic() - started < 10  # one attempt, never retried
     proc = run_cli("cache.info", "--env", "wrongpw", env={"INDOSTAR_TEST_REDIS_PW": "s3cret-pw"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_info_severity_follows_memory_against_maxmemory_and_latency() -> None:
+    """plan() is pure: the inventory's thresholds (memory 80/95 %, latency 5/20 ms) decide the severity."""
+    from indostar_ops.inventory.model import Thresholds
+    from indostar_ops.steps.cache import CacheInfo, InfoState
+
+    limits = Thresholds()
+
+    def severity(used: int, maxmemory: int, latency: float) -> tuple[str, str]:
+        info = {"used_memory": used, "maxmemory": maxmemory, "used_memory_human": f"{used}B",
+                "keyspace_hits": 90, "keyspace_misses": 10, "evicted_keys": 7, "maxmemory_policy": "allkeys-lru"}
+        plan = CacheInfo().plan(InfoState(info, [latency] * 3, limits.memory_pct, limits.redis_latency_ms))
+        return plan.severity.name, plan.reason or ""
+
+    assert severity(50, 100, 0.2)[0] == "OK"
+    assert severity(85, 100, 0.2) == ("WARNING", severity(85, 100, 0.2)[1])
+    assert "memory 85 % of maxmemory" in severity(85, 100, 0.2)[1] and "7 keys evicted" in severity(85, 100, 0.2)[1]
+    assert severity(96, 100, 0.2)[0] == "CRITICAL"
+    assert severity(10, 0, 8.0)[0] == "WARNING" and "latency 8.00 ms" in severity(10, 0, 8.0)[1]
+    assert severity(10, 0, 25.0)[0] == "CRITICAL" and "hit rate 90.0 %" in severity(10, 0, 25.0)[1]

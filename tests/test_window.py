@@ -325,10 +325,14 @@ def test_sigkill_during_execute_then_resume_completes_without_repeating_the_snap
     assert not window.flag.exists() and window.incident()["status"] == "completed"
 
 
-def test_two_windows_at_once_the_second_is_refused_naming_the_holder(window: Window) -> None:
+@pytest.mark.parametrize("backend", ["file", "postgres"])
+def test_two_windows_at_once_the_second_is_refused_naming_the_holder(window: Window, backend: str) -> None:
     """While one window holds the environment, a second one exits 2 naming who holds it and which run."""
     window.announce_two_days_ago()
-    window.write(execute=[{"step": "test.gate", "with": {"mark": "go"}}])
+    schema = f"wintest_{os.getpid()}"
+    lock = {"backend": backend, "schema": schema} if backend == "postgres" else \
+        {"backend": "file", "path": str(window.root / "locks")}
+    window.write(execute=[{"step": "test.gate", "with": {"mark": "go"}}], lock=lock)
     first = window.start("--yes")
     run_id = window.wait_for_event("step.start", step="test.gate")["run_id"]
     second = window.run("--yes")
@@ -338,6 +342,12 @@ def test_two_windows_at_once_the_second_is_refused_naming_the_holder(window: Win
     (window.host_dir / "go").touch()
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, out + err
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{schema}".window_lock').fetchone() == (0,)  # released
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def test_sigint_unwinds_receipts_newest_first_then_runs_always(window: Window) -> None:

@@ -293,3 +293,22 @@ def test_sigterm_mid_run_unwinds_and_runs_always(inventory: InventoryDir, tmp_pa
     assert any(r.step == "run.interrupted" and "SIGTERM" in (r.error or "") for r in result.results)
     assert result.exit_code() == 1
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_waits_end_at_the_run_deadline(inventory: InventoryDir, tmp_path: Path) -> None:
+    """A wait (the one poller) inside a step ends at the window's end, not at its own 120 s timeout: the step
+    fails naming what it awaited, what was done is undone, always runs."""
+    import time
+
+    from tests.window_steps import Gate
+
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+    started = time.monotonic()
+    with Context(env) as ctx:
+        result = Runner(ctx).run(phased(("execute", [Mark("a"), Gate("never")])), task="t",
+                                 deadline=datetime.now(UTC) + timedelta(seconds=1.5), always=[Mark("always")])
+    assert time.monotonic() - started < 30
+    gate = next(r for r in result.results if r.step == "test.gate")
+    assert gate.status == "failed" and gate.error_type == "WaitTimeout" and "gate " in (gate.error or "")
+    host = tmp_path / "h" / "web-1"
+    assert not (host / "a").exists() and (host / "always").exists()

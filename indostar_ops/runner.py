@@ -542,8 +542,14 @@ class Runner:
         workers = min(self.parallelism, len(items), limit or len(items))
         if workers <= 1:
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             return list(pool.map(fn, items))
+        except BaseException:  # Ctrl-C/SIGTERM: targets not started yet are not started; running ones finish
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _result(self, step: Step[Any], target: Any, status: Any, plan: Plan, tctx: Context,
                 took: float, outcome: Outcome | None = None) -> TargetResult:

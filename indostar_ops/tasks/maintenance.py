@@ -156,12 +156,18 @@ def window(c, env=None, check=False, json=False, yes=False, force_window=False, 
                     "margin": timedelta(minutes=environment.maintenance.margin_minutes),
                     "lock": lock_factory(environment, options)}
         if serial:
+            import re
+
+            if not re.fullmatch(r"[1-9][0-9]{0,3}%?", serial):
+                raise UsageError(f"--serial {serial!r}: a number of hosts (2) or a percentage (25%)")
             settings["serial"] = serial if serial.endswith("%") else int(serial)
         if max_fail_percent != "":
             try:
                 settings["max_fail_percent"] = float(max_fail_percent)
             except ValueError:
-                raise UsageError(f"--max-fail-percent {max_fail_percent!r}: a number from 0 to 100") from None
+                settings["max_fail_percent"] = -1.0
+            if not 0 <= settings["max_fail_percent"] <= 100:
+                raise UsageError(f"--max-fail-percent {max_fail_percent!r}: a number from 0 to 100")
         return settings
 
     run_steps(TASK, env=env, check=check, json=json, yes=yes, build=build, runner=runner,

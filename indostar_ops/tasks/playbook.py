@@ -29,9 +29,15 @@ def run(c, name, env=None, check=False, json=False, yes=False, only="", skip="",
         book = load_playbook(name)
         settings: dict = {"resume": resume or None}
         if serial:
+            import re
+
+            if not re.fullmatch(r"[1-9][0-9]{0,3}%?", serial):
+                raise ValueError(serial)
             settings["serial"] = serial if serial.endswith("%") else int(serial)
         if max_fail_percent != "":
             settings["max_fail_percent"] = float(max_fail_percent)
+            if not 0 <= settings["max_fail_percent"] <= 100:
+                raise ValueError(max_fail_percent)
     except IndostarError as exc:
         fail(exc, json=json)
     except ValueError:

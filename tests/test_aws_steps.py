@@ -262,10 +262,18 @@ def test_rds_prune_keeps_newest_n_of_ours_never_automated_or_foreign(aws_env, ca
 
 
 def test_rds_status_and_missing_instance_is_one_clear_line(aws_env, inventory, moto_endpoint, tmp_path):
+    from datetime import UTC, datetime
+
     from indostar_ops.steps.aws.rds import RdsSnapshot, RdsStatus
 
     status = one(run(aws_env, [RdsStatus()]))
     assert status.status == "ok" and status.data["status"] == "available" and status.data["storage_gib"] == 20
+    assert status.severity.name == "OK" and "connections no data" in status.reason
+    boto(aws_env, "cloudwatch").put_metric_data(Namespace="AWS/RDS", MetricData=[{
+        "MetricName": "FreeStorageSpace", "Value": 1.5 * 2**30, "Timestamp": datetime.now(UTC),
+        "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": INSTANCE}]}])
+    full = one(run(aws_env, [RdsStatus()]))
+    assert full.severity.name == "CRITICAL" and full.data["storage_used_pct"] == 92.5
 
     data = inventory_data(moto_endpoint, tmp_path / "hosts")
     data["database"]["rds_instance"] = "no-such-db"
@@ -348,6 +356,20 @@ def test_volume_resize_snapshots_first_and_waits_through_modifying(aws_env, monk
     slow["left"] = 10**6
     stuck = one(run(aws_env, [volume.VolumeModify(9, volume=vid2, timeout=0.2)]))
     assert stuck.status == "failed" and f"EBS {vid2} modification optimizing: not done" in stuck.error
+
+
+def test_volume_resize_on_a_production_tier_snapshots_first(aws_env, inventory, moto_endpoint, tmp_path, calls):
+    from indostar_ops.steps.aws.volume import VolumeModify
+
+    data = inventory_data(moto_endpoint, tmp_path / "hosts")
+    data["tier"] = "production"
+    inventory.write("prodlike", data)
+    preview = one(run(inventory.load("prodlike"), [VolumeModify(40, host="web-1", mount="/srv")], check=True))
+    assert [c.summary.split()[0] for c in preview.changes] == ["snapshot", "grow"]
+    assert writes(calls) == []
+    skipped = one(run(inventory.load("prodlike"), [VolumeModify(40, host="web-1", mount="/srv", snapshot=False)],
+                      check=True))
+    assert [c.summary.split()[0] for c in skipped.changes] == ["grow"]
 
 
 def test_volume_resize_usage_errors_before_anything_runs(aws_env):

@@ -43,7 +43,7 @@ def prune(c, env=None, check=False, json=False, yes=False, keep=""):
 
 @task(help=common(changes=False))
 def status(c, env=None, check=False, json=False):
-    """Instance state, storage, connections and CPU; exit 0 available, 1 otherwise, 3 unknown."""
+    """Instance state, storage used (vs thresholds.disk_pct), connections, CPU; exit 0/1/2/3 (Nagios)."""
     from ..cli import run_steps
     from ..steps.aws.rds import RdsStatus
 

@@ -273,7 +273,7 @@ class RdsPrune(_RdsStep):
 
 
 class RdsStatus(_RdsStep):
-    """Instance state, storage and connections (CloudWatch, last 10 minutes)."""
+    """Instance state, storage used vs thresholds.disk_pct, connections and CPU (CloudWatch, last 15 minutes)."""
 
     name = "rds.status"
     read_only = True
@@ -282,17 +282,18 @@ class RdsStatus(_RdsStep):
     def check(self, ctx: Context, target: EnvTarget) -> dict[str, Any]:
         inst = _instance(ctx, target.name)
         cw = ctx.aws().client("cloudwatch")
-        end = datetime.now(UTC)
+        end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)  # whole periods up to now
         metrics: dict[str, float | None] = {}
         for metric, stat in (("DatabaseConnections", "Maximum"), ("FreeStorageSpace", "Minimum"),
                              ("CPUUtilization", "Average")):
             points = cw.get_metric_statistics(
-                Namespace="AWS/RDS", MetricName=metric, StartTime=end - timedelta(minutes=10), EndTime=end,
+                Namespace="AWS/RDS", MetricName=metric, StartTime=end - timedelta(minutes=15), EndTime=end,
                 Period=300, Statistics=[stat],
                 Dimensions=[{"Name": "DBInstanceIdentifier", "Value": target.name}])["Datapoints"]
             points.sort(key=lambda p: p["Timestamp"])
             metrics[metric] = points[-1][stat] if points else None
         return {"instance": target.name, "status": inst.get("DBInstanceStatus"), "engine": inst.get("Engine"),
+                "disk_threshold": ctx.env.thresholds.disk_pct,
                 "engine_version": inst.get("EngineVersion"), "class": inst.get("DBInstanceClass"),
                 "storage_gib": inst.get("AllocatedStorage"), "multi_az": inst.get("MultiAZ"),
                 "connections": metrics["DatabaseConnections"], "cpu_pct": metrics["CPUUtilization"],
@@ -300,12 +301,17 @@ class RdsStatus(_RdsStep):
                 else round(metrics["FreeStorageSpace"] / 2**30, 1)}
 
     def plan(self, state: dict[str, Any]) -> Plan:
-        severity = Severity.OK if state["status"] == "available" else Severity.WARNING
+        state = dict(state)
+        threshold = state.pop("disk_threshold")
+        severities = [Severity.OK if state["status"] == "available" else Severity.WARNING]
         parts = [f"{state['status']}", f"{state['engine']} {state['engine_version']}", f"{state['class']}",
                  f"{state['storage_gib']} GiB"]
         if state["free_storage_gib"] is not None:
-            parts.append(f"{state['free_storage_gib']} GiB free")
+            used = 100.0 * (1 - state["free_storage_gib"] / state["storage_gib"]) if state["storage_gib"] else 0.0
+            state["storage_used_pct"] = round(used, 1)
+            severities.append(threshold.evaluate(used))
+            parts.append(f"{state['free_storage_gib']} GiB free ({used:.0f} % used)")
         parts.append(f"connections {state['connections'] if state['connections'] is not None else 'no data'}")
         if state["cpu_pct"] is not None:
             parts.append(f"CPU {state['cpu_pct']:.0f}%")
-        return Plan.nothing(", ".join(parts), severity=severity, data=state)
+        return Plan.nothing(", ".join(parts), severity=Severity.worst(severities), data=state)

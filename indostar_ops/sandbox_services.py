@@ -73,6 +73,7 @@ def default_state() -> dict[str, Any]:
                           SANDBOX_SECRETS["INDOSTAR_SANDBOX_RAZORPAY_KEY_SECRET"]],
         # payment id -> status upstream; the sandbox seeds the database's pending rows to match
         "razorpay_payments": {f"pay_SBX{i:04d}": ("captured" if i % 3 == 0 else "created") for i in range(1, 13)},
+        "sandbox_rule": True,  # pay_SBX<n> not listed above: captured when n % 3 == 0
         "hook_token": SANDBOX_SECRETS["INDOSTAR_SANDBOX_HOOK_TOKEN"],
         "hang": {},
         "started": now,
@@ -171,6 +172,9 @@ class FakeApis:
         if headers.get("authorization") != expected:
             return 401, {"error": {"code": "BAD_REQUEST_ERROR", "description": "Authentication failed"}}
         status = self.state.get("razorpay_payments", {}).get(payment_id)
+        numbered = re.fullmatch(r"pay_SBX(\d+)", payment_id)
+        if status is None and numbered and self.state.get("sandbox_rule"):
+            status = "captured" if int(numbered.group(1)) % 3 == 0 else "created"  # the sandbox's later payments
         if status is None:
             return 400, {"error": {"code": "BAD_REQUEST_ERROR", "description": "The id provided does not exist"}}
         return 200, {"id": payment_id, "entity": "payment", "status": status, "amount": 49900, "currency": "INR",
@@ -331,6 +335,7 @@ def _seed(env: Environment) -> None:
                 for _ in range(5):
                     conn.execute("SELECT count(*) FROM products WHERE category_id = 7")
                 conn.execute(sql.SQL("ALTER TABLE products OWNER TO {}").format(sql.Identifier(db.user)))
+            _fresh_pending(conn, sql.Identifier(schema, table))
     if env.redis is not None:
         import redis
 
@@ -342,6 +347,24 @@ def _seed(env: Environment) -> None:
                 client.rpush("emails", *([body] * 1500))
         finally:
             client.close()
+
+
+def _fresh_pending(conn: Any, table: Any) -> None:
+    """Keep the demo current: when nothing is pending in the last hour, a few new payments are."""
+    from psycopg import sql
+
+    recent = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE status = 'pending' "
+                                  "AND created_at > now() - interval '1 hour'").format(table)).fetchone()
+    if recent and recent[0]:
+        return
+    last = conn.execute(sql.SQL("SELECT coalesce(max(substring(razorpay_payment_id FROM '^pay_SBX([0-9]+)$')::int), 0) "
+                                "FROM {}").format(table)).fetchone()
+    start = int(last[0] if last else 0) + 1
+    conn.execute(sql.SQL("INSERT INTO {} (order_id, razorpay_payment_id, amount, status, created_at) "
+                         "SELECT 5000 + g, 'pay_SBX' || lpad(g::text, 4, '0'), 499, 'pending', "
+                         "now() - (g - %s::int + 1) * interval '7 minutes' "
+                         "FROM generate_series(%s::int, %s::int) g").format(table),
+                 (start, start, start + 5))
 
 
 def main(argv: list[str] | None = None) -> None:

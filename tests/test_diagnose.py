@@ -176,16 +176,24 @@ def test_every_remediation_is_a_real_task_with_valid_flags(pg: PgDatabase, fake:
     assert not fake.calls("/backend/reconcile")  # --check: the hook was not called
 
 
-@pytest.mark.parametrize("issue", ISSUES)
-def test_each_issue_runs_only_its_probes(issue: str, pg: PgDatabase, fake: fakeapis.FakeApis,
-                                         queue: tuple[Any, str], redis_url: str, inventory: InventoryDir,
-                                         tmp_path: Path) -> None:
+def test_each_issue_runs_only_its_probes(pg: PgDatabase, fake: fakeapis.FakeApis, queue: tuple[Any, str],
+                                         redis_url: str, inventory: InventoryDir, tmp_path: Path) -> None:
+    """diagnose.<issue> runs that issue's probes only; its exit code is the worst finding's."""
+    from indostar_ops import Context, Runner
+    from indostar_ops.steps.diagnose import Diagnose
+
     seed_shop(pg)
     env = write_env(inventory, pg, fake, redis_url, queue[1], tmp_path / "hosts")
-    code, doc = cli_json(f"diagnose.{issue}", "--env", env)
-    found = findings(doc)
-    assert found and all(issue in f["issues"] for f in found), found
-    assert code == EXIT[doc["severity"]]
+    for issue in ISSUES:
+        with Context(inventory.load(env), check=True) as ctx:
+            result = Runner(ctx).run([Diagnose.for_issue(issue)], task=f"diagnose.{issue}")
+        found = result.results[0].data["findings"]
+        assert found and all(issue in f["issues"] for f in found), (issue, found)
+        worst = max(found, key=lambda f: RANK[f["severity"]])["severity"]
+        assert result.exit_code(monitoring=True) == EXIT[worst], issue
+    code, doc = cli_json("diagnose.db-pool", "--env", env)  # and as a user runs it
+    assert code == EXIT[doc["severity"]] and {p["probe"] for p in doc["steps"][0]["targets"][0]["data"]["probes"]} \
+        == {"database.connections", "database.long-queries"}
 
 
 def test_a_hanging_probe_is_unknown_and_costs_only_its_timeout(pg: PgDatabase, fake: fakeapis.FakeApis,
@@ -236,7 +244,7 @@ def test_database_down_is_critical_with_the_runbook_cause(inventory: InventoryDi
 
 def test_unknown_probe_name_is_a_usage_error(pg: PgDatabase, inventory: InventoryDir) -> None:
     proc = run_cli("diagnose.all", "--env", pg.inventory(inventory), "--only", "sentry.eror")
-    assert proc.returncode == 3 and "unknown probe(s) sentry.eror" in proc.stderr
+    assert proc.returncode == 2 and "unknown probe(s) sentry.eror" in proc.stderr
 
 
 def test_sentry_rejecting_the_token_is_unknown_with_a_hint(pg: PgDatabase, fake: fakeapis.FakeApis,

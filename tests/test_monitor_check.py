@@ -94,7 +94,7 @@ def test_inventory_sql_runs_read_only(pg: PgDatabase, inventory: InventoryDir, t
 def test_non_select_sql_is_refused_at_load(pg: PgDatabase, inventory: InventoryDir, tmp_path: Path) -> None:
     env = environment(pg, inventory, tmp_path, bad={"sql": "DELETE FROM orders", "unit": ""})
     proc = run_cli("monitor.check", "--env", env)
-    assert proc.returncode == 3 and "business_metrics" in proc.stderr
+    assert proc.returncode == 2 and "business_metrics" in proc.stderr
 
 
 def test_report_writes_a_chart_page_and_the_data(pg: PgDatabase, inventory: InventoryDir, tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_pending_lists_the_runbook_query_with_ages(shop: tuple[PgDatabase, fakea
     assert 19 < rows[-1]["age_minutes"] < 22
     assert code == 1 and doc["severity"] == "WARNING"  # oldest pending 20 min > 15 min
     code, doc = cli_json("payments.pending", "--env", env, "--since", "1x")
-    assert code == 3 and "invalid age" in doc["error"]
+    assert code == 2 and "invalid age" in doc["error"]
 
 
 def test_reconcile_previews_then_applies_through_the_hook_once(shop: tuple[PgDatabase, fakeapis.FakeApis, str]

@@ -268,8 +268,8 @@ def _generic_plans(ctx: Context, version: int, queries: list[dict[str, Any]]) ->
     plans = []
     for q in queries[:3]:
         text = str(q.get("query") or "")
-        if q.get("hidden") or not text.lstrip().lower().startswith(("select", "with")):
-            continue
+        if q.get("hidden") or not text.lstrip().lower().startswith(("select", "with")) or ";" in text.rstrip("; \n"):
+            continue  # one SELECT/WITH statement only; EXPLAIN without ANALYZE plans it, never runs it
         try:
             rows = ctx.postgres().fetch("EXPLAIN (GENERIC_PLAN) " + text)  # planned only, never executed
         except Exception as exc:  # noqa: BLE001 - an unplannable statement is noted, the probe goes on

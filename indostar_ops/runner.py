@@ -215,6 +215,9 @@ class Runner:
                     except Exception as exc:  # noqa: BLE001 - reported as a failed result; the lease will expire
                         result.results.append(self._emit(self._failure(
                             _Named("lock.release"), env.name, ctx, exc, time.monotonic())))
+                for r in result.results:  # what restores the environment failed: say it first, everywhere
+                    if r.failed and (r.step_id or "").startswith("always/"):
+                        result.notes.insert(0, f"ALWAYS-SECTION FAILURE: {r.step} on {r.target}: {r.error}")
                 if self.state.left:
                     result.notes.append("deadline: not started: " + ", ".join(self.state.left))
                 result.notes += self._irreversible_notes(result)

@@ -176,6 +176,9 @@ def print_window_report(result: RunResult, environment: Environment, stream: IO[
     for line in undelivered:
         out.line(f"  notification {line}", "yellow")
     for note in result.notes:
+        if note.startswith("ALWAYS-SECTION FAILURE"):
+            out.line(f"  {note}", "bold red")
+            continue
         out.line(f"  {note}", "yellow" if note.startswith(("deadline", "interrupted", "undo")) else "dim")
 
 

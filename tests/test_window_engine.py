@@ -312,3 +312,13 @@ def test_waits_end_at_the_run_deadline(inventory: InventoryDir, tmp_path: Path) 
     assert gate.status == "failed" and gate.error_type == "WaitTimeout" and "gate " in (gate.error or "")
     host = tmp_path / "h" / "web-1"
     assert not (host / "a").exists() and (host / "always").exists()
+
+
+def test_a_failing_always_step_is_the_first_note(inventory: InventoryDir, tmp_path: Path) -> None:
+    from tests.window_steps import Fail
+
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+    with Context(env) as ctx:
+        result = Runner(ctx).run([Mark("a")], task="t", always=[Fail()])
+    assert result.notes[0].startswith("ALWAYS-SECTION FAILURE: test.fail on web-1: web-1: this procedure breaks")
+    assert result.as_dict()["notes"][0] == result.notes[0] and result.exit_code() == 1

@@ -551,9 +551,10 @@ def probe_payments(ctx: Context) -> list[Finding]:
     failures = env.thresholds.payment_failures_per_hour
     oldest = counts["oldest_pending_minutes"] or 0.0
     found = []
-    sev = stuck.evaluate(oldest) if counts["pending_1h"] else Severity.OK
-    found.append(_f(name, sev, f"{counts['pending_1h']} payment(s) pending in the last hour; oldest "
-                    f"{oldest:.0f} min", evidence=counts, threshold=_limits(stuck, " min (oldest pending)"),
+    sev = stuck.evaluate(oldest) if counts["pending_24h"] else Severity.OK
+    found.append(_f(name, sev, f"{counts['pending_1h']} payment(s) pending from the last hour, "
+                    f"{counts['pending_24h']} from the last 24 h; the oldest for {oldest:.0f} min", evidence=counts,
+                    threshold=_limits(stuck, " min (oldest pending)"),
                     cause="webhook not received, or signature verification failing" if sev else None,
                     remedy=remedy(env.name, "payments.reconcile", ("--since", "24h"), "--check",
                                   note="then --yes to apply through the backend's reconciliation hook")

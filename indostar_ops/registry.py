@@ -56,6 +56,7 @@ STEPS: dict[str, str] = {
     "notify.announce": "indostar_ops.steps.window:Announce",
     "notify.in-progress": "indostar_ops.steps.window:NotifyInProgress",
     "notify.finish": "indostar_ops.steps.window:NotifyFinish",
+    "ssh.check": "indostar_ops.steps.ssh_check:SSHCheck",
     "app.status": "indostar_ops.steps.app:AppStatus",
     "app.logs": "indostar_ops.steps.app:AppLogs",
     "app.health": "indostar_ops.steps.app:AppHealth",

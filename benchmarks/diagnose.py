@@ -35,7 +35,8 @@ def one_run(env_name: str) -> dict[str, Any]:
     slowest = max(durations, key=lambda k: durations[k])
     return {"wall_s": data["wall_s"], "slowest_probe": slowest, "slowest_probe_s": durations[slowest],
             "sum_probes_s": round(sum(durations.values()), 3), "run_s": round(total, 3),
-            "probes": len(durations), "statuses": sorted({p["status"] for p in data["probes"]})}
+            "probes": len(durations), "statuses": sorted({p["status"] for p in data["probes"]}),
+            "errors": [f["summary"] for f in data["findings"] if f["summary"].startswith("probe ")]}
 
 
 def main(argv: list[str] | None = None) -> int:

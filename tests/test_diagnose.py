@@ -276,3 +276,15 @@ def test_connections_near_the_limit_point_at_kill_idle(pg: PgDatabase, inventory
     assert f["remediation"]["command"] == f"invoke db.kill-idle --env {env} --check"
     with psycopg.connect(host=pg.host, port=pg.port, dbname=pg.name, user=pg.admin_user) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_benchmark_smoke(pg: PgDatabase, fake: fakeapis.FakeApis, queue: tuple[Any, str], redis_url: str,
+                         inventory: InventoryDir, tmp_path: Path) -> None:
+    """benchmarks/diagnose.py's measurement runs (so it cannot rot): wall time close to the slowest probe."""
+    from benchmarks.diagnose import one_run
+
+    seed_shop(pg)
+    env = write_env(inventory, pg, fake, redis_url, queue[1], tmp_path / "hosts")
+    run = one_run(env)
+    assert run["probes"] == len(PROBES) and run["statuses"] == ["ok"], run["errors"]
+    assert run["slowest_probe_s"] <= run["wall_s"] < run["sum_probes_s"]

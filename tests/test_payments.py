@@ -166,3 +166,29 @@ def test_verify_webhook_tells_a_wrong_secret_from_a_bad_payload(case: str, probl
     else:
         assert proc.returncode == 1 and f"signature INVALID ({problem})" in proc.stdout, proc.stdout
     assert "whsec-test" not in proc.stdout + proc.stderr
+
+
+def test_reconcile_through_a_command_in_the_backend(shop: tuple[PgDatabase, fakeapis.FakeApis, str],
+                                                    inventory: InventoryDir, tmp_path: Path) -> None:
+    """The hook as a command on the backend's host: payment id and order id appended as arguments, once each."""
+    import sys
+
+    pg, fake, _env = shop
+    log = tmp_path / "hook.log"
+    script = tmp_path / "reconcile_one.py"
+    script.write_text(
+        "import sys, psycopg\n"
+        f"with psycopg.connect(host={pg.host!r}, port={pg.port}, dbname={pg.name!r}, user={pg.admin_user!r}, "
+        "autocommit=True) as c:\n"
+        "    c.execute(\"UPDATE payments SET status = 'captured' WHERE razorpay_payment_id = %s\", (sys.argv[1],))\n"
+        f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    urls = fakeapis.urls(fake)
+    env = pg.inventory(inventory, name="cmdhook", payments={
+        "razorpay": urls["payments_razorpay"], "rate_per_s": 50,
+        "reconcile_hook": {"command": [sys.executable, str(script)], "host": "backend-1"}},
+        groups={"web": {"hosts": {"backend-1": {"connection": "local"}}}})
+    code, doc = cli_json("payments.reconcile", "--env", env, "--yes")
+    assert code == 0, doc
+    assert sorted(log.read_text().splitlines()) == ["pay_T002 2", "pay_T004 4", "pay_T006 6"]
+    code, doc = cli_json("payments.reconcile", "--env", env, "--yes")
+    assert code == 0 and len(log.read_text().splitlines()) == 3 and not fake.calls("/backend/reconcile")

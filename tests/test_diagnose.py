@@ -15,7 +15,7 @@ import redis
 
 from indostar_ops.steps.diagnose import PROBES
 from indostar_ops.steps.diagnose.probes import ISSUES
-from tests.pg_support import PgDatabase, flush_stats, fresh_database
+from tests.pg_support import PgDatabase, flush_stats, fresh_database, wait_for
 from tests.rig import fakeapis
 from tests.support import InventoryDir, cli_json, run_cli
 
@@ -268,7 +268,8 @@ def test_connections_near_the_limit_point_at_kill_idle(pg: PgDatabase, inventory
     pct = 100.0 * total / max_conn
     env = pg.inventory(inventory, thresholds={"db_connections_pct": {"warning": pct / 2, "critical": 100}},
                        database={"idle_minutes": 0.001})
-    time.sleep(0.1)
+    wait_for(lambda: pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'idle' "
+                            "AND state_change < now() - interval '100 milliseconds'", (pg.name,)) >= 4)
     _code, doc = cli_json("diagnose.db-pool", "--env", env)
     f = by_probe(findings(doc), "database.connections")
     assert f["severity"] == "WARNING", f

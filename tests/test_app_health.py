@@ -79,10 +79,10 @@ def test_refused_connection_is_critical_and_says_why(task: Any, env: str) -> Non
     assert code == 2 and "ConnectionRefusedError" in r["reason"]
 
 
-def test_no_health_url_is_unknown(task: Any, inventory: InventoryDir) -> None:
+def test_no_health_url_is_a_usage_error(task: Any, inventory: InventoryDir) -> None:
     inventory.write("bare", {"tier": "staging", "connection": "local"})
     code, doc = task("app.health", "--env", "bare")
-    assert code == 3 and "urls.health" in doc["error"]
+    assert code == 2 and "urls.health" in doc["error"] and "--url" in doc["hint"]  # exit 2 on every task
 
 
 @pytest.fixture(scope="module")

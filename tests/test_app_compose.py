@@ -34,6 +34,11 @@ if args[:1] == ["stats"]:
     for name in args[4:]:
         print(json.dumps({"Name": name, "CPUPerc": "12.50%", "MemUsage": "300MiB / 1GiB"}))
     sys.exit(0)
+if args[:1] == ["inspect"]:
+    print(json.dumps([{"Name": "/" + name, "RestartCount": 4 if name.endswith("-2") else 0,
+                       "State": {"OOMKilled": name.endswith("-2"), "StartedAt": "2026-11-29T16:01:02.123456789Z"}}
+                      for name in args[1:]]))
+    sys.exit(0)
 if args[:1] != ["compose"]:
     print("fake docker: unsupported", args, file=sys.stderr); sys.exit(1)
 rest = args[1:]
@@ -113,10 +118,13 @@ def writes(calls: list[list[str]]) -> list[list[str]]:
 
 def test_status_logs_and_restart_over_ssh(compose: dict[str, Any]) -> None:
     code, doc = run("app.status", "--env", "comp")
-    assert code == 0, doc
     backend = target(doc, "service/backend")
+    assert code == 1 and backend["severity"] == "WARNING", backend.get("error")  # indostar-backend-2 was OOM-killed
+    assert "indostar-backend-2: restarted after OOMKilled (4 restarts)" in backend["reason"]
     assert backend["data"]["desired"] == 2 and backend["data"]["ready"] == 2
     assert backend["data"]["instances"][0]["memory_bytes"] == 300 * 2**20  # docker stats
+    second = backend["data"]["instances"][1]  # docker inspect: restarts and OOMKilled
+    assert second["restarts"] == 4 and second["last_termination_reason"] == "OOMKilled" and second["age_s"] > 0
 
     code, doc = run("app.logs", "--env", "comp", "--grep", "webhook", "--tail", "5")
     lines = target(doc, "service/backend")["data"]["lines"]

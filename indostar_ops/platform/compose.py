@@ -11,6 +11,8 @@ validated by the inventory model.
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StepError, UsageError
@@ -68,22 +70,39 @@ class ComposeBackend(PlatformBackend):
     def instances(self, component: str) -> list[Instance]:
         rows = self._containers(component)
         stats = self._stats([r["Name"] for r in rows if r.get("State") == "running"])
+        inspected = self._inspect([r["Name"] for r in rows])
+        now = datetime.now(UTC)
         out = []
         for r in sorted(rows, key=lambda r: r.get("Name", "")):
             state, health = str(r.get("State", "")), str(r.get("Health", ""))
             exit_code = r.get("ExitCode")
             use = stats.get(r.get("Name", ""))
+            detail = inspected.get(r.get("Name", ""), {})
+            st = detail.get("State") or {}
+            last = "OOMKilled" if st.get("OOMKilled") else (f"exited {exit_code}" if state == "exited" else None)
+            started = _timestamp(st.get("StartedAt"))
             out.append(Instance(
                 name=r.get("Name", "?"), component=component,
                 ready=state == "running" and health in ("", "healthy"),
                 status=str(r.get("Status") or state), waiting_reason="unhealthy" if health == "unhealthy" else None,
-                last_termination_reason=(f"exited {exit_code}" + (" (SIGKILL: OOM?)" if exit_code == 137 else ""))
-                if state == "exited" else None,
+                restarts=int(detail.get("RestartCount") or 0), last_termination_reason=last,
                 node=self.settings.host, image=r.get("Image"),
+                age_s=(now - started).total_seconds() if started and state == "running" else None,
                 cpu_millicores=use[0] if use else None, memory_bytes=use[1] if use else None,
                 memory_limit_bytes=use[2] if use else None,
             ))
         return out
+
+    def _inspect(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """`docker inspect`: restart count, OOMKilled, start time (compose ps does not say)."""
+        if not names:
+            return {}
+        result = self.ctx.host(self._host()).read(["docker", "inspect", *names], ok=(0, 1))
+        try:
+            items = json.loads(result.stdout or "[]")
+        except ValueError:
+            return {}
+        return {str(i.get("Name", "")).lstrip("/"): i for i in items if isinstance(i, dict)}
 
     def _stats(self, names: list[str]) -> dict[str, tuple[float | None, int | None, int | None]]:
         """`docker stats --no-stream` (the runbook's resource check); empty when the daemon will not say."""
@@ -142,3 +161,15 @@ class ComposeBackend(PlatformBackend):
     def restart(self, component: str, *, summary: str) -> dict[str, Any]:
         self._change(summary, "restart", self.resource(component))
         return {}
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """Docker's RFC 3339 with nanoseconds ('2026-11-29T17:01:02.123456789Z') -> aware datetime."""
+    if not value or str(value).startswith("0001-"):
+        return None
+    text = re.sub(r"\.(\d{6})\d+", r".\1", str(value).replace("Z", "+00:00"))  # Python takes microseconds
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

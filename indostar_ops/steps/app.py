@@ -384,8 +384,10 @@ class AppRestart(_PlatformStep):
         component = self._component(target)
         marker = backend.restart(component, summary=f"rolling restart of {target}")
         revision = plan.changes[0].params.get("revision")
+        # the undo of a restart that will not finish: back to the revision it replaced, where the restart made a
+        # new one (Kubernetes); ECS and the sandbox restart the same revision, so there is nothing to go back to
         undo = (f"invoke app.rollback --env {ctx.env.name} --component {component} --to-revision {revision}"
-                if revision is not None else None)
+                if revision is not None and _current(backend, component) != revision else None)
         rollout = self._wait_rollout(ctx, backend, component, f"rollout restart of {target}", self.timeout, undo)
         return Outcome(f"restarted: {rollout.detail}", data={"rollout": rollout.detail, **marker})
 

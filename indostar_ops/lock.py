@@ -218,7 +218,9 @@ class FileLock(_Backend):
         if self._fd is None:
             return
         try:
-            self._write(self._fd, {**asdict(me), "released": True, "released_at": _iso(_now())})
+            current = self._read(self._fd)
+            if current is None or current.run_id == me.run_id:  # never clobber a record that is not ours
+                self._write(self._fd, {**asdict(me), "released": True, "released_at": _iso(_now())})
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None

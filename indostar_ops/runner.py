@@ -283,7 +283,11 @@ class Runner:
                                      f"{ends.astimezone(self.ctx.env.zone).strftime('%H:%M:%S %Z')})", result)
                 continue
             if self.lock is not None and getattr(self.lock, "lost", None) and not self.state.cleaning:
-                self._skip_all(step, f"not started: the lock was lost ({self.lock.lost})", result)
+                if not any(r.step == "lock.lost" for r in result.results):
+                    result.results.append(self._emit(TargetResult(
+                        "lock.lost", self.ctx.env.name, "failed", step_id=f"{step.phase or 'main'}/lock.lost",
+                        error=f"the environment's lock is no longer ours: {self.lock.lost}", error_type="LockLost")))
+                self._skip_all(step, "not started: the lock was lost", result)
                 failed_before = True
                 continue
             step_results = self._run_step(step)

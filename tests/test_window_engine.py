@@ -322,3 +322,34 @@ def test_a_failing_always_step_is_the_first_note(inventory: InventoryDir, tmp_pa
         result = Runner(ctx).run([Mark("a")], task="t", always=[Fail()])
     assert result.notes[0].startswith("ALWAYS-SECTION FAILURE: test.fail on web-1: web-1: this procedure breaks")
     assert result.as_dict()["notes"][0] == result.notes[0] and result.exit_code() == 1
+
+
+def test_a_lock_broken_by_someone_else_stops_new_steps(inventory: InventoryDir, tmp_path: Path) -> None:
+    """The lease renewal finds another run in the lock (someone used --break-lock): no further step starts,
+    the run fails, always still runs."""
+    from indostar_ops.lock import LockKeeper
+    from indostar_ops.poll import wait_until
+
+    env = local_env(inventory, tmp_path / "h", ["web-1"], maintenance={"lock": {"path": str(tmp_path / "locks")}})
+    keepers: list[LockKeeper] = []
+
+    def make(ctx: Any, run_id: str) -> LockKeeper:
+        keepers.append(LockKeeper(env, ctx, run_id, lease=1.5))
+        return keepers[-1]
+
+    class Stolen(Mark):
+        def apply(self, ctx: Any, target: Any, plan: Any) -> Any:
+            lock_file = tmp_path / "locks" / "lib.lock"
+            record = json.loads(lock_file.read_text())
+            lock_file.write_text(json.dumps({**record, "run_id": "thief", "holder": "mallory@elsewhere"}))
+            wait_until(ctx, "the renewal to notice", lambda: keepers[0].lost, timeout=10, every=0.05)
+            return super().apply(ctx, target, plan)
+
+    with Context(env) as ctx:
+        result = Runner(ctx).run(phased(("execute", [Stolen("a"), Mark("b")])), task="t", lock=make,
+                                 always=[Mark("always")])
+    lost = next(r for r in result.results if r.step == "lock.lost")
+    assert lost.status == "failed" and "mallory@elsewhere" in (lost.error or "")
+    assert [r.status for r in result.results if r.step == "test.mark"][:2] == ["changed", "skipped"]
+    assert (tmp_path / "h/web-1/always").exists() and result.exit_code() == 1
+    assert "mallory@elsewhere" in (tmp_path / "locks" / "lib.lock").read_text()  # release never clobbers it

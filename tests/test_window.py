@@ -234,6 +234,7 @@ def test_refused_outside_hours_and_without_notice_on_a_production_tier(window: W
     assert f"invoke maintenance.announce --env {ENV} --at '" in refusal and "--duration 2h" in refusal
     assert window.snapshots() == [] and not window.flag.exists()
     assert [r.method for r in window.recorder.requests if "/incidents" in r.path and r.method != "GET"] == []
+    assert window.chat() == []  # a refused window is not news for the chat channel
     assert window.lock_record()["released"] is True  # taken, then released: nobody is left locked out
 
 

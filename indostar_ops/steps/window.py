@@ -473,12 +473,18 @@ class NotifyFinish(_EnvStep):
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         maintenance_off_failed = any(r["step"] == "maintenance.off" and r.get("status") in ("failed", "unreachable")
                                      for r in this)
+        started = any(r.get("event") == "target.result" and r.get("step") == "notify.in-progress"
+                      and (r.get("status") == "changed" or str(r.get("reason", "")).startswith("done in"))
+                      for r in records)
         return {"channels": Notifier(ctx).channels, "incident_id": _incident_id(records), "failed": failed,
-                "left": left, "counts": counts, "maintenance_off_failed": maintenance_off_failed}
+                "left": left, "counts": counts, "maintenance_off_failed": maintenance_off_failed,
+                "started": started, "check": ctx.check}
 
     def plan(self, state: dict[str, Any]) -> Plan:
         if not state["channels"]:
             return Plan.nothing("no notification channel configured")
+        if not state["started"] and not state["check"]:  # refused in preflight: users were never told it began
+            return Plan.nothing("the window never started (nothing was announced): no summary to post")
         ok = not state["failed"]
         word = "resolved" if ok else "still working"
         return Plan([Change(f"post '{word}' and the summary to {', '.join(state['channels'])}",

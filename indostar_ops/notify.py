@@ -267,12 +267,18 @@ class Notifier:
         page = self.settings.status_page
         if page is not None:
             headers = {"Authorization": f"OAuth {page.api_key.get()}"} if page.api_key else {}
-            for kind in ("scheduled", "active_maintenance"):
-                status, raw = self.ctx.http().get(f"{page.url.rstrip('/')}/pages/{page.page_id}/incidents/{kind}",
-                                                  headers=headers)
-                if status >= 400:
-                    from .errors import StepError
+            from .errors import StepError
 
+            for kind in ("scheduled", "active_maintenance"):
+                url = f"{page.url.rstrip('/')}/pages/{page.page_id}/incidents/{kind}"
+                try:
+                    status, raw = self.ctx.http().get(url, headers=headers)
+                except OSError as exc:
+                    raise StepError(f"status page {page.url} unreachable listing {kind} maintenances: "
+                                    f"{getattr(exc, 'reason', exc)}",
+                                    hint="the 24 h notice cannot be confirmed; check notifications.status_page.url "
+                                         "and the network, then re-run") from None
+                if status >= 400:
                     raise StepError(f"status page answered HTTP {status} listing {kind} maintenances",
                                     hint="check notifications.status_page url/page_id/api_key")
                 for item in json.loads(raw or b"[]"):

@@ -120,6 +120,7 @@ class Runner:
         self._interrupted: str | None = None
         self._phase_end: tuple[datetime, Phase] | None = None
         self._classes: dict[str, type] = {}
+        self._unwound = False
 
     def run(
         self,
@@ -220,7 +221,8 @@ class Runner:
                         result.notes.insert(0, f"ALWAYS-SECTION FAILURE: {r.step} on {r.target}: {r.error}")
                 if self.state.left:
                     result.notes.append("deadline: not started: " + ", ".join(self.state.left))
-                result.notes += self._irreversible_notes(result)
+                if self._unwound:
+                    result.notes += self._irreversible_notes(result)
                 result.duration = time.monotonic() - started
                 journal.event("run.end", status="interrupted" if self._interrupted else result.status,
                               counts=result.counts, duration=round(result.duration, 3), notes=result.notes)
@@ -376,6 +378,7 @@ class Runner:
         from .registry import step_class
 
         pending = [u for u in self.state.undo if not u.done]
+        self._unwound = True
         if not pending:
             return
         seen: set[str] = set()

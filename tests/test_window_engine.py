@@ -353,3 +353,23 @@ def test_a_lock_broken_by_someone_else_stops_new_steps(inventory: InventoryDir, 
     assert [r.status for r in result.results if r.step == "test.mark"][:2] == ["changed", "skipped"]
     assert (tmp_path / "h/web-1/always").exists() and result.exit_code() == 1
     assert "mallory@elsewhere" in (tmp_path / "locks" / "lib.lock").read_text()  # release never clobbers it
+
+
+def test_what_cannot_be_undone_is_named_when_unwinding(inventory: InventoryDir, tmp_path: Path) -> None:
+    from tests.window_steps import Fail
+
+    class Grow(Mark):
+        irreversible = "EBS volumes cannot shrink"
+
+        def apply(self, ctx: Any, target: Any, plan: Any) -> Any:
+            super().apply(ctx, target, plan)
+            from indostar_ops.step import Outcome
+
+            return Outcome()
+
+    env = local_env(inventory, tmp_path / "h", ["web-1"])
+    with Context(env) as ctx:
+        ok = Runner(ctx).run([Grow("grown")], task="t")
+        failed = Runner(ctx).run([Grow("grown2"), Fail()], task="t")
+    assert not any("not undoable" in n for n in ok.notes)
+    assert "not undoable: test.mark on web-1 (EBS volumes cannot shrink)" in failed.notes

@@ -426,6 +426,7 @@ class NotifyInProgress(_EnvStep):
 
     name = "notify.in-progress"
     idempotent = False  # a resumed window does not post "started" twice
+    irreversible = "a posted notice cannot be unsent (always posts the outcome)"
 
     def check(self, ctx: Context, target: EnvTarget) -> dict[str, Any]:
         from ..notify import Notifier

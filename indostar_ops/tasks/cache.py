@@ -5,18 +5,7 @@ from __future__ import annotations
 from invoke import task
 
 from ._help import common
-
-
-def _int(value: object, flag: str) -> int | None:
-    """Flags without a numeric default arrive as text; a bad number is a usage error (exit 2)."""
-    if value in (None, ""):
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        from ..errors import UsageError
-
-        raise UsageError(f"{flag} takes a whole number, not {value!r}") from None
+from ._help import int_flag as _int
 
 
 @task(help=common(changes=False, pings="PINGs in the latency sample (default 20)"))

@@ -5,29 +5,8 @@ from __future__ import annotations
 from invoke import task
 
 from ._help import common
-
-
-def _int(value: object, flag: str) -> int | None:
-    """Flags without a numeric default arrive as text; a bad number is a usage error (exit 2)."""
-    if value in (None, ""):
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        from ..errors import UsageError
-
-        raise UsageError(f"{flag} takes a whole number, not {value!r}") from None
-
-
-def _float(value: object, flag: str) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(str(value))
-    except ValueError:
-        from ..errors import UsageError
-
-        raise UsageError(f"{flag} takes a number of seconds, not {value!r}") from None
+from ._help import float_flag as _float
+from ._help import int_flag as _int
 
 
 @task(help=common(changes=False, interval="seconds between the two queue-length samples (default 2)"))

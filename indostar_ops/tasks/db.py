@@ -5,34 +5,10 @@ from __future__ import annotations
 from invoke import task
 
 from ._help import common
+from ._help import float_flag as _float
+from ._help import int_flag as _int
 
 _TABLE = "limit to this table (NAME, SCHEMA.NAME or SCHEMA.\"Quoted\"); repeatable"
-
-
-def _int(value: str | None, flag: str) -> int | None:
-    """Flags without a numeric default arrive as text; a bad number is a usage error (exit 2)."""
-    if value in (None, ""):
-        return None
-    number = _number(value, flag)
-    if not number.is_integer():
-        from ..errors import UsageError
-
-        raise UsageError(f"{flag} takes a whole number, not {value!r}")
-    return int(number)
-
-
-def _float(value: str | None, flag: str) -> float | None:
-    return None if value in (None, "") else _number(value, flag)
-
-
-def _number(value: str | None, flag: str) -> float:
-    from ..errors import UsageError
-
-    try:
-        number = float(str(value))
-    except ValueError:
-        raise UsageError(f"{flag} takes a number, not {value!r}") from None
-    return number
 
 
 @task(help=common(changes=False))

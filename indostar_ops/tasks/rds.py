@@ -14,7 +14,7 @@ def snapshot(c, env=None, check=False, json=False, yes=False, label="", wait=Tru
     """Manual snapshot `<prefix>-<env>-<UTC date>-<run or label>`, tagged as ours; exists -> no-op."""
     from ..cli import run_steps
     from ..steps.aws.rds import RdsSnapshot
-    from .db import _float
+    from ._help import float_flag as _float
 
     run_steps("rds.snapshot", env=env, check=check, json=json, yes=yes,
               build=lambda _env: [RdsSnapshot(label or None, wait=bool(wait),
@@ -35,7 +35,7 @@ def prune(c, env=None, check=False, json=False, yes=False, keep=""):
     """Delete our own tagged manual snapshots beyond the newest N; never automated or foreign ones."""
     from ..cli import run_steps
     from ..steps.aws.rds import RdsPrune
-    from .db import _int
+    from ._help import int_flag as _int
 
     run_steps("rds.prune", env=env, check=check, json=json, yes=yes,
               build=lambda _env: [RdsPrune(_int(keep, "--keep"))])

@@ -21,7 +21,8 @@ def resize(c, env=None, check=False, json=False, yes=False, volume="", size="", 
     """
     from ..cli import run_steps
     from ..errors import UsageError
-    from .db import _float, _int
+    from ._help import float_flag as _float
+    from ._help import int_flag as _int
 
     def build(environment):
         from ..steps.aws.volume import GrowFilesystem, VolumeModify, resolve_volume

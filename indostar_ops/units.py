@@ -16,14 +16,26 @@ _BINARY = ("B", "K", "M", "G", "T")
 _DECIMAL = ("B", "kB", "MB", "GB", "TB")
 
 
-def human_bytes(size: float, *, decimal: bool = False) -> str:
-    """1536 -> '1.5K' (like `du -h`/`sort -h`); with `decimal=True`, 1500 -> '1.5kB' (like `docker system df`)."""
-    units, base = (_DECIMAL, 1000) if decimal else (_BINARY, 1024)
-    for unit in units:
-        if abs(size) < base or unit == units[-1]:
+PG_UNITS = ("B", "kB", "MB", "GB", "TB")  # pg_size_pretty's names (powers of 1024), with a space
+IEC_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def human_bytes(size: float | None, *, decimal: bool = False, units: tuple[str, ...] | None = None,
+                sep: str = "") -> str:
+    """The one byte formatter: 1536 -> '1.5K' (like `du -h`/`sort -h`).
+
+    `decimal=True`: 1500 -> '1.5kB' (like `docker system df`); `units=PG_UNITS, sep=" "`: '1.5 kB' (like
+    PostgreSQL's pg_size_pretty); `units=IEC_UNITS`: '1.5KiB'. None (unknown) -> '?'.
+    """
+    if size is None:
+        return "?"
+    size = float(size)
+    names, base = (_DECIMAL, 1000) if decimal else (units or _BINARY, 1024)
+    for unit in names:
+        if abs(size) < base or unit == names[-1]:
             if decimal:
                 return f"{size:.4g}{unit}"  # go-units HumanSize: 4 significant digits
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+            return f"{size:.0f}{sep}{unit}" if unit == "B" else f"{size:.1f}{sep}{unit}"
         size /= base
     raise AssertionError("unreachable")
 

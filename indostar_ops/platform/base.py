@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError
 from ..step import EnvTarget
+from ..units import IEC_UNITS, human_bytes
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -308,11 +309,5 @@ def parse_cpu(value: str | None) -> float | None:
 
 
 def format_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}TiB"
+    """Memory as Kubernetes and docker stats write it ('1.5GiB')."""
+    return human_bytes(value, units=IEC_UNITS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ... import units
 from ...errors import StepError
 from ...step import EnvTarget
 
@@ -163,14 +164,8 @@ def display_name(schema: str, name: str) -> str:
 
 
 def human_bytes(value: float | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    """Sizes as PostgreSQL's pg_size_pretty writes them ('1.5 MB')."""
+    return units.human_bytes(value, units=units.PG_UNITS, sep=" ")
 
 
 def pct(value: float | None) -> str:

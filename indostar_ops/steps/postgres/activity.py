@@ -54,6 +54,7 @@ class Activity(Step[ActivityState]):
     """Client sessions by state, by user/application and database, the waiting ones, vs max_connections."""
 
     name = "db.activity"
+    needs = ("database",)
     scope = "env"
     read_only = True
 
@@ -110,6 +111,7 @@ class Locks(Step[LocksState]):
     """Blocked/blocking session pairs, with the blocking query and its age."""
 
     name = "db.locks"
+    needs = ("database",)
     scope = "env"
     read_only = True
 

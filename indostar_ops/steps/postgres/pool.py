@@ -88,6 +88,7 @@ class PoolAdvice(Step[PoolState]):
     """Suggest pool_size/max_overflow per instance; say whether the pools can exhaust max_connections."""
 
     name = "db.pool-advice"
+    needs = ("database",)
     scope = "env"
     read_only = True
 

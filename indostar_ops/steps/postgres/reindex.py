@@ -78,6 +78,7 @@ class Reindex(Step[IndexState | Nothing]):
     """REINDEX INDEX CONCURRENTLY the bloated (or invalid) indexes, one at a time, sizes before/after."""
 
     name = "db.reindex"
+    needs = ("database",)
     scope = "env"
     max_parallel = 1
 

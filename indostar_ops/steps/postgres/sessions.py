@@ -170,6 +170,7 @@ class KillIdle(_Terminate):
     """Terminate the application's own sessions idle longer than N minutes (runbook: 10)."""
 
     name = "db.kill-idle"
+    needs = ("database",)
     kind = "idle"
 
 
@@ -177,6 +178,7 @@ class KillLong(_Terminate):
     """Terminate the application's own queries running longer than N minutes (runbook: 5), at most --max."""
 
     name = "db.kill-long"
+    needs = ("database",)
     kind = "long"
 
     def __init__(self, minutes: float | None = None, max: int | None = None) -> None:

@@ -80,6 +80,7 @@ class SlowQueries(Step[SlowState]):
     """Top statements of the database by mean execution time (pg_stat_statements)."""
 
     name = "db.slow-queries"
+    needs = ("database",)
     scope = "env"
     read_only = True
 
@@ -161,6 +162,7 @@ class BloatReport(Step[BloatState]):
     """Largest tables and indexes with their size and estimated bloat (the runbook's size query, and more)."""
 
     name = "db.bloat"
+    needs = ("database",)
     scope = "env"
     read_only = True
 

@@ -141,6 +141,7 @@ class Vacuum(Step[TableState | Nothing]):
     """VACUUM (ANALYZE) the tables with too many dead rows or never vacuumed/analyzed, one at a time."""
 
     name = "db.vacuum"
+    needs = ("database",)
     scope = "env"
     max_parallel = 1
 
@@ -310,6 +311,7 @@ class Analyze(Step[AnalyzeState | Nothing]):
     """ANALYZE the tables whose planner statistics are stale or missing, one at a time."""
 
     name = "db.analyze"
+    needs = ("database",)
     scope = "env"
     max_parallel = 1
 

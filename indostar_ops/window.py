@@ -98,6 +98,25 @@ def window_deadline(env: Environment, options: WindowOptions, now: datetime | No
     return deadline
 
 
+def batch_options(serial: str, max_fail_percent: str) -> dict[str, Any]:
+    """--serial N|N% and --max-fail-percent P as Runner options; a bad value is a usage error (exit 2)."""
+    import re
+
+    from .tasks._help import float_flag
+
+    options: dict[str, Any] = {}
+    if serial:
+        if not re.fullmatch(r"[1-9][0-9]{0,3}%?", serial) or (serial.endswith("%") and int(serial[:-1]) > 100):
+            raise UsageError(f"--serial {serial!r}: a number of hosts (2) or a percentage (25%)")
+        options["serial"] = serial if serial.endswith("%") else int(serial)
+    percent = float_flag(max_fail_percent, "--max-fail-percent")
+    if percent is not None:
+        if not 0 <= percent <= 100:
+            raise UsageError(f"--max-fail-percent {max_fail_percent!r}: a number from 0 to 100")
+        options["max_fail_percent"] = percent
+    return options
+
+
 def lock_factory(env: Environment, options: WindowOptions, task: str = TASK) -> Any:
     from .lock import LockKeeper
 

@@ -373,3 +373,14 @@ def test_what_cannot_be_undone_is_named_when_unwinding(inventory: InventoryDir, 
         failed = Runner(ctx).run([Grow("grown2"), Fail()], task="t")
     assert not any("not undoable" in n for n in ok.notes)
     assert "not undoable: test.mark on web-1 (EBS volumes cannot shrink)" in failed.notes
+
+
+@pytest.mark.parametrize(("serial", "percent", "error"), [
+    ("0", "", "--serial '0'"), ("150%", "", "--serial '150%'"), ("", "abc", "takes a number"),
+    ("", "101", "from 0 to 100")])
+def test_batch_flags_are_usage_errors(serial: str, percent: str, error: str) -> None:
+    from indostar_ops.window import batch_options
+
+    with pytest.raises(UsageError, match=error):
+        batch_options(serial, percent)
+    assert batch_options("25%", "10") == {"serial": "25%", "max_fail_percent": 10.0}

@@ -129,6 +129,7 @@ def window(c, env=None, check=False, json=False, yes=False, force_window=False, 
     from ..window import (
         TASK,
         WindowOptions,
+        batch_options,
         lock_factory,
         print_window_report,
         window_deadline,
@@ -150,24 +151,10 @@ def window(c, env=None, check=False, json=False, yes=False, force_window=False, 
     def runner(environment):
         from datetime import timedelta
 
-        from ..errors import UsageError
-
         settings = {"resume": resume or None, "deadline": window_deadline(environment, options),
                     "margin": timedelta(minutes=environment.maintenance.margin_minutes),
                     "lock": lock_factory(environment, options)}
-        if serial:
-            import re
-
-            if not re.fullmatch(r"[1-9][0-9]{0,3}%?", serial):
-                raise UsageError(f"--serial {serial!r}: a number of hosts (2) or a percentage (25%)")
-            settings["serial"] = serial if serial.endswith("%") else int(serial)
-        if max_fail_percent != "":
-            try:
-                settings["max_fail_percent"] = float(max_fail_percent)
-            except ValueError:
-                settings["max_fail_percent"] = -1.0
-            if not 0 <= settings["max_fail_percent"] <= 100:
-                raise UsageError(f"--max-fail-percent {max_fail_percent!r}: a number from 0 to 100")
+        settings.update(batch_options(serial, max_fail_percent))
         return settings
 
     run_steps(TASK, env=env, check=check, json=json, yes=yes, build=build, runner=runner,

@@ -22,26 +22,16 @@ def run(c, name, env=None, check=False, json=False, yes=False, only="", skip="",
         max_fail_percent="", break_lock=False):
     """Run a playbook: its phases in order (gates, undo on failure), on_failure if a step failed, always at the end."""
     from ..cli import Sections, fail, run_steps
-    from ..errors import IndostarError, UsageError
+    from ..errors import IndostarError
     from ..playbook import load_playbook
 
     try:
-        book = load_playbook(name)
-        settings: dict = {"resume": resume or None}
-        if serial:
-            import re
+        from ..window import batch_options
 
-            if not re.fullmatch(r"[1-9][0-9]{0,3}%?", serial):
-                raise ValueError(serial)
-            settings["serial"] = serial if serial.endswith("%") else int(serial)
-        if max_fail_percent != "":
-            settings["max_fail_percent"] = float(max_fail_percent)
-            if not 0 <= settings["max_fail_percent"] <= 100:
-                raise ValueError(max_fail_percent)
+        book = load_playbook(name)
+        settings: dict = {"resume": resume or None, **batch_options(serial, max_fail_percent)}
     except IndostarError as exc:
         fail(exc, json=json)
-    except ValueError:
-        fail(UsageError("--serial takes N or N%, --max-fail-percent a number from 0 to 100"), json=json)
 
     def build(environment):
         chosen = book.for_env(environment.name)

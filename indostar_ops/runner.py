@@ -121,6 +121,7 @@ class Runner:
         self._phase_end: tuple[datetime, Phase] | None = None
         self._classes: dict[str, type] = {}
         self._unwound = False
+        self._stop_waits: str | None = None
 
     def run(
         self,
@@ -172,6 +173,8 @@ class Runner:
             result.notes.append(f"resumed run {run_id}: finished steps are re-checked, not repeated")
         started = time.monotonic()
         previous = self._install_signals()  # before the lock: a Ctrl-C from here on still releases it
+        listener = ctx.progress
+        ctx.progress = self._wrap_progress(listener)
         if lock is not None and not ctx.check:
             try:
                 self.lock = lock(ctx, run_id)
@@ -208,6 +211,7 @@ class Runner:
                 self._section(always, result, stop_on_failure=False)
             finally:
                 self._restore_signals(previous)
+                ctx.progress = listener
                 if self.lock is not None:
                     try:
                         said = self.lock.release()
@@ -327,12 +331,25 @@ class Runner:
                     self.ctx.journal.event("signal.deferred", signal=name,
                                            reason="undo/always in progress: finishing them first")
                 return
+            self._stop_waits = name  # waits in other threads end at their next poll (see _wrap_progress)
             raise Interrupted(name)
 
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
         return previous
+
+    def _wrap_progress(self, listener: Callable[[Any], None] | None) -> Callable[[Any], None]:
+        """Every wait reports progress here each poll: after Ctrl-C/SIGTERM, a wait in a worker thread ends
+        at its next poll instead of running to its own timeout (undo and always waits are left alone)."""
+        def progress(event: Any) -> None:
+            if self._stop_waits and not self.state.cleaning and threading.current_thread() is not \
+                    threading.main_thread():
+                raise Interrupted(self._stop_waits)
+            if listener is not None:
+                listener(event)
+
+        return progress
 
     @staticmethod
     def _restore_signals(previous: dict[int, Any]) -> None:

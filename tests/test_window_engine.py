@@ -384,3 +384,27 @@ def test_batch_flags_are_usage_errors(serial: str, percent: str, error: str) -> 
     with pytest.raises(UsageError, match=error):
         batch_options(serial, percent)
     assert batch_options("25%", "10") == {"serial": "25%", "max_fail_percent": 10.0}
+
+
+def test_ctrl_c_ends_waits_running_on_every_host(inventory: InventoryDir, tmp_path: Path) -> None:
+    """Ctrl-C while two hosts wait in parallel: both waits end at their next poll (not at their own
+    120 s timeout), what was done is undone, the run fails."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.window_steps import Gate
+
+    env = local_env(inventory, tmp_path / "h", ["a", "b"])
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with Context(env) as ctx:
+            result = Runner(ctx).run(phased(("execute", [Mark("m"), Gate("never")])), task="t")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 20
+    assert any(r.step == "run.interrupted" for r in result.results) and result.exit_code() == 1
+    assert not (tmp_path / "h/a/m").exists() and not (tmp_path / "h/b/m").exists()

@@ -102,7 +102,7 @@ class Runner:
         parallelism: int | None = None,
         reporter: Reporter | None = None,
         keep_going: bool = False,
-        attempts: int = 3,
+        attempts: int = 2,  # a dropped link is retried once, on a new connection
         serial: int | str | None = None,
         max_fail_percent: float | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -487,6 +487,10 @@ class Runner:
 
     def _run_batch(self, step: Step[Any], targets: list[Any], confirm: bool) -> list[TargetResult]:
         ctx = self.ctx
+        if ctx.check or not (confirm and ctx.env.is_production and not ctx.assume_yes):
+            # nobody confirms: each target goes from plan to apply on its own, so a dead host's
+            # connect timeout never holds back the others' changes
+            return self._map(lambda t: self._check_then_apply(step, t), targets, step.max_parallel)
         planned = self._map(lambda t: self._check(step, t), targets, step.max_parallel)
         outcome = [p for p in planned if isinstance(p, TargetResult)]
         to_apply = [p for p in planned if not isinstance(p, TargetResult)]
@@ -501,6 +505,10 @@ class Runner:
 
         outcome.extend(self._map(lambda item: self._emit(self._apply(step, *item)), to_apply, step.max_parallel))
         return outcome
+
+    def _check_then_apply(self, step: Step[Any], target: Any) -> TargetResult:
+        checked = self._check(step, target)
+        return checked if isinstance(checked, TargetResult) else self._emit(self._apply(step, *checked))
 
     @staticmethod
     def _why_no_targets(step: Step[Any]) -> str:

@@ -56,6 +56,30 @@ def test_silent_host_costs_one_timeout_and_never_delays_the_others(
         assert seen[host.name] < TIMEOUT * 0.9, seen  # reported before the dead host's timeout ran out
 
 
+def test_a_dead_host_never_holds_back_the_others_changes(
+    inventory: InventoryDir, ssh_rig: SshRig, rig_hosts: list[RigHost], tmp_path: Path, silent: SilentListener,
+) -> None:
+    """A changing step (logs.install-rotation): the live hosts are installed and reported before the dead
+    host's connect timeout runs out; the dead host is `unreachable` after one try."""
+    from indostar_ops.steps.logrotate import InstallLogrotate
+
+    data = rig_inventory(ssh_rig, rig_hosts[:2], tmp_path / "h")
+    data["ssh"]["connect_timeout"] = TIMEOUT
+    data["groups"]["web"]["hosts"]["silent"] = {"address": silent.address, "port": silent.port}
+    inventory.write("rig", data)
+    seen: dict[str, float] = {}
+    started = time.monotonic()
+    with Context(load_environment("rig"), interactive=False) as ctx:
+        result = Runner(ctx, reporter=lambda r: seen.setdefault(r.target, time.monotonic() - started)).run(
+            [InstallLogrotate(["web"])], task="logs.install-rotation")
+    by_target = {r.target: r for r in result.results}
+    assert by_target["silent"].status == "unreachable" and silent.accepted == 1
+    for host in rig_hosts[:2]:
+        assert by_target[host.name].status == "changed"
+        assert seen[host.name] < TIMEOUT * 0.9, seen  # applied and reported while the dead host still waits
+    assert result.exit_code() == 1
+
+
 _SSHD_ANCESTORS = ('p=$$; while [ "$p" -gt 1 ]; do [ "$(cat /proc/$p/comm)" = sshd ] && echo "$p"; '
                    "p=$(cut -d' ' -f4 /proc/$p/stat); done")
 

@@ -16,19 +16,18 @@ naming the server and the next thing to try.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from ..errors import StepError, UsageError
 from ..severity import Severity
 from ..step import Change, EnvTarget, Outcome, Plan, Step
+from .redis_common import redis_call, redis_target, url_db
 
 if TYPE_CHECKING:
     from ..context import Context, RedisSession
 
-__all__ = ["CacheDelete", "CacheFlush", "CacheInfo", "CacheKeys", "redis_call", "redis_target"]
+__all__ = ["CacheDelete", "CacheFlush", "CacheInfo", "CacheKeys"]
 
 T = TypeVar("T")
 
@@ -37,37 +36,6 @@ SCAN_COUNT = 1000  # SCAN's COUNT hint: keys the server looks at per call
 LATENCY_PINGS = 20
 MAX_DB = 1023
 SHOWN = 20  # keys shown in a change's preview (all of them are in params and the journal count)
-
-
-def redis_call(session: RedisSession, fn: Callable[[], T]) -> T:
-    """Run a Redis call; connection and AUTH failures become one line with the next thing to try."""
-    from ..connectors.redis import redis_errors
-
-    with redis_errors(session.where):
-        return fn()
-
-
-def url_db(url: str) -> int:
-    """The logical database a Redis URL selects (/N or ?db=N), without connecting."""
-    parts = urlsplit(url)
-    for item in parts.query.split("&"):
-        name, _, value = item.partition("=")
-        if name == "db" and value.isdigit():
-            return int(value)
-    path = parts.path.strip("/") if parts.scheme != "unix" else ""
-    return int(path) if path.isdigit() else 0
-
-
-def redis_target(ctx: Context, db: int | None = None) -> EnvTarget:
-    """`redis://host:port/N` as a target name (no credentials, no I/O)."""
-    settings = ctx.env.redis
-    assert settings is not None
-    parts = urlsplit(settings.url)
-    number = url_db(settings.url) if db is None else db
-    if parts.scheme == "unix":
-        return EnvTarget(f"unix://{parts.path}?db={number}", kind="redis-db", id=str(number))
-    return EnvTarget(f"{parts.scheme}://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}/{number}",
-                     kind="redis-db", id=str(number))
 
 
 def _check_db(db: int | None, flag: str = "--db") -> None:

@@ -29,7 +29,7 @@ from ..errors import ConfirmationRequired, StepError, UsageError
 from ..severity import Severity
 from ..step import Change, EnvTarget, Outcome, Plan, Step
 from .app import AppRestart, AppScale
-from .cache import redis_call, redis_target
+from .redis_common import redis_call, redis_target
 
 if TYPE_CHECKING:
     from ..context import Context, RedisSession

@@ -278,13 +278,13 @@ class MonitorReport(Step[ReportState]):
 
     def preflight(self, ctx: Context) -> None:
         super().preflight(ctx)
-        from .cleanup import parse_age
+        from ..units import parse_age
 
         if parse_age(self.since) > 14 * 86400:
             raise UsageError("--since is at most 14d")
 
     def check(self, ctx: Context, target: EnvTarget) -> ReportState:
-        from .cleanup import parse_age
+        from ..units import parse_age
         from .diagnose import run_probes
 
         if ctx.env.sandbox is not None:

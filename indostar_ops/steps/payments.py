@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StepError, UsageError
 from ..severity import Severity
 from ..step import Change, EnvTarget, Outcome, Plan, Step
-from .cleanup import describe_age, parse_age
+from ..units import describe_age, parse_age
 
 if TYPE_CHECKING:
     from ..context import Context

@@ -100,8 +100,10 @@ def test_update_resolve_and_postmortem(env: tuple[str, Path], fake: fakeapis.Fak
     assert text.startswith(f"# Post-mortem: Emails delayed ({iid})")
     assert "## Root cause\n\nSendGrid outage" in text and "## Action items" in text
     assert "`incident.update` by" in text and "`disk.check` by" in text  # runs from the journal
-    timeline = [line for line in text.splitlines() if line.startswith("- **")]
-    assert timeline == sorted(timeline)
+    stamps = [line.split("**")[1] for line in text.splitlines() if line.startswith("- **")]
+    assert stamps == sorted(stamps)  # chronological (entries within one second keep their recorded order)
+    opened = text.index("investigating: opened")
+    assert opened < text.index("identified: update")
 
 
 def test_escalate_notifies_each_due_level_once(env: tuple[str, Path], fake: fakeapis.FakeApis) -> None:

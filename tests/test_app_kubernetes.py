@@ -6,6 +6,7 @@ through the library (Runner), and asserts what the API server holds afterwards.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -367,8 +368,9 @@ def test_resources_diff_apply_and_second_run_noop(task: Any, kube: FakeKubernete
 
 
 def test_resources_rejects_bad_quantities(task: Any, kube: FakeKubernetes) -> None:
-    code, doc = task("app.resources", "--env", "kube", "--memory", "4 GB; rm -rf /")
+    code, doc = task("app.resources", "--env", "kube", "--memory", "4 GB; touch /tmp/indostar-injection-marker")
     assert code == 2 and "not a Kubernetes quantity" in doc["error"]
+    assert not os.path.exists("/tmp/indostar-injection-marker")
 
 
 def test_read_handle_refuses_writes_and_check_mode_only_sends_dry_runs(kube: FakeKubernetes) -> None:

@@ -20,6 +20,7 @@ moto gaps met here (and worked around in the tests, not in the code):
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -379,7 +380,8 @@ def test_volume_resize_usage_errors_before_anything_runs(aws_env):
     with pytest.raises(UsageError, match="no volume for host 'web-1' mount '/data'"):
         run(aws_env, [VolumeModify(30, host="web-1", mount="/data")])
     with pytest.raises(UsageError, match="not an EBS volume id"):
-        run(aws_env, [VolumeModify(30, volume="vol-; rm -rf /")])
+        run(aws_env, [VolumeModify(30, volume="vol-; touch /tmp/indostar-injection-marker")])
+    assert not os.path.exists("/tmp/indostar-injection-marker")
 
 
 # ---------------------------------------------------------------- ALB

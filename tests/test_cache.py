@@ -177,12 +177,15 @@ def test_flush_empties_only_the_named_database(env: str, dbs: Any) -> None:
         f"flush db {OTHER_DB}: delete its 7 key(s)"
     assert other.dbsize() == 7 and calls(other, "flushdb") == flushes
 
-    code, doc = cli_json("cache.flush", "--env", env, "--db", str(OTHER_DB))
+    code, doc = cli_json("cache.flush", "--env", env, "--db", str(OTHER_DB))  # no --yes: refused, nothing run
+    assert code == 2 and "needs --yes" in doc["error"] and other.dbsize() == 7 and calls(other, "flushdb") == flushes
+
+    code, doc = cli_json("cache.flush", "--env", env, "--db", str(OTHER_DB), "--yes")
     assert code == 0 and targets(doc)[0]["status"] == "changed", doc
     assert targets(doc)[0]["actions"][0]["command"] == "FLUSHDB ASYNC"
     assert other.dbsize() == 0 and app.dbsize() == 4  # the other database is untouched
 
-    code, doc = cli_json("cache.flush", "--env", env, "--db", str(OTHER_DB))
+    code, doc = cli_json("cache.flush", "--env", env, "--db", str(OTHER_DB), "--yes")
     assert code == 0 and targets(doc)[0]["status"] == "ok"
     assert targets(doc)[0]["reason"] == f"db {OTHER_DB} is already empty"
 
@@ -191,17 +194,17 @@ def test_flush_refuses_a_database_holding_celery_queues_unless_asked(env: str, d
     app, _ = dbs
     seed(app, "orders", 2)
     app.rpush("mail", "t1", "t2")
-    code, doc = cli_json("cache.flush", "--env", env, "--db", str(APP_DB))
+    code, doc = cli_json("cache.flush", "--env", env, "--db", str(APP_DB), "--yes")
     assert code == 1 and targets(doc)[0]["status"] == "failed"
     assert "holds the Celery queue(s) mail (2 message(s))" in targets(doc)[0]["error"]
     assert app.dbsize() == 3
 
-    code, doc = cli_json("cache.flush", "--env", env, "--db", str(APP_DB), "--include-queues")
+    code, doc = cli_json("cache.flush", "--env", env, "--db", str(APP_DB), "--include-queues", "--yes")
     assert code == 0 and "includes Celery queue mail (2 message(s))" in targets(doc)[0]["changes"][0]["summary"]
     assert app.dbsize() == 0
 
 
-def test_flush_needs_a_database_and_yes_on_production(env: str, dbs: Any) -> None:
+def test_flush_needs_a_database_and_yes(env: str, dbs: Any) -> None:
     app, _ = dbs
     seed(app, "orders", 2)
     code, doc = cli_json("cache.flush", "--env", env)

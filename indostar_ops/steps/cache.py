@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import StepError, UsageError
+from ..errors import ConfirmationRequired, StepError, UsageError
 from ..severity import Severity
 from ..step import Change, EnvTarget, Outcome, Plan, Step
 from .redis_common import redis_call, redis_target, url_db
@@ -349,6 +349,15 @@ class CacheFlush(Step[FlushState]):
         self.db = int(db)
         _check_db(self.db)
         self.include_queues = include_queues
+
+    def preflight(self, ctx: Context) -> None:
+        """No I/O. The runbook's FLUSHDB is never a side effect: it runs only with --yes, on every tier."""
+        super().preflight(ctx)
+        if not ctx.check and not ctx.assume_yes:
+            raise ConfirmationRequired(
+                f"cache.flush deletes every key of Redis db {self.db} on {ctx.env.name}; it needs --yes",
+                hint=f"preview the key count: invoke cache.flush --env {ctx.env.name} --db {self.db} --check; "
+                     "then re-run with --yes")
 
     def targets(self, ctx: Context) -> list[EnvTarget]:
         return [redis_target(ctx, self.db)]

@@ -45,7 +45,7 @@ def delete(c, pattern="", env=None, check=False, json=False, yes=False, limit=No
 @task(help=common(db="the database number to flush (required; never all databases)",
                   include_queues="flush even if the database holds Celery queues (their tasks are lost)"))
 def flush(c, db=None, env=None, check=False, json=False, yes=False, include_queues=False):
-    """FLUSHDB of one named database after showing its key count; production needs --yes. Never FLUSHALL."""
+    """FLUSHDB of one named database; its key count first (--check); --yes on every tier. Never FLUSHALL."""
     from ..cli import run_steps
     from ..steps.cache import CacheFlush
 
